@@ -1,0 +1,91 @@
+"""The typed errors of the service, each with the HTTP status it maps to.
+
+Raised anywhere (preprocessing, batcher, model loading) and turned into an HTTP
+answer in exactly one place (`service.api.errors`). Nothing here knows HTTP
+beyond the status number, so the batcher and preprocessing stay web-agnostic.
+"""
+
+from __future__ import annotations
+
+
+class ServiceError(Exception):
+    """Base class: `status_code` is the HTTP status, `str(error)` the message for a person."""
+
+    status_code: int = 500
+    reason: str = "internal"  # label value for the rejections metric
+
+    def __init__(self, message: str, *, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.headers = headers or {}
+
+
+class InvalidInput(ServiceError):
+    """The request was understood but its content cannot be used (bad pixels, bad base64...)."""
+
+    status_code = 422
+    reason = "invalid_input"
+
+
+class InvalidImage(InvalidInput):
+    """The bytes are not a usable image: corrupt, truncated, blank, unsupported format."""
+
+    reason = "invalid_image"
+
+
+class UnsupportedMediaType(ServiceError):
+    status_code = 415
+    reason = "unsupported_media_type"
+
+
+class PayloadTooLarge(ServiceError):
+    """Body, image dimensions (decompression bomb) or item count over a configured limit."""
+
+    status_code = 413
+    reason = "too_large"
+
+
+class NotFound(ServiceError):
+    status_code = 404
+    reason = "not_found"
+
+
+class Unauthorized(ServiceError):
+    status_code = 401
+    reason = "unauthorized"
+
+
+class Overloaded(ServiceError):
+    """The bounded queue is full: the client should retry after `retry_after_s`."""
+
+    status_code = 429
+    reason = "queue_full"
+
+    def __init__(self, message: str, *, retry_after_s: int = 1) -> None:
+        super().__init__(message, headers={"Retry-After": str(retry_after_s)})
+
+
+class ShuttingDown(ServiceError):
+    """The process is draining after SIGTERM: new work goes to another replica."""
+
+    status_code = 503
+    reason = "shutting_down"
+
+    def __init__(self, message: str = "the service is shutting down; retry on another replica") -> None:
+        super().__init__(message, headers={"Retry-After": "1"})
+
+
+class DeadlineExceeded(ServiceError):
+    status_code = 504
+    reason = "timeout"
+
+
+class InferenceFailed(ServiceError):
+    """onnxruntime raised while running a batch; every request of that batch gets this."""
+
+    status_code = 500
+    reason = "inference_error"
+
+
+class ModelLoadError(Exception):
+    """The model file is missing, corrupt or does not match its card. Fails startup."""
