@@ -20,6 +20,13 @@ class ServiceError(Exception):
         self.headers = headers or {}
 
 
+class BadRequest(ServiceError):
+    """The request is malformed for its protocol (e.g. an Open Inference Protocol tensor)."""
+
+    status_code = 400
+    reason = "bad_request"
+
+
 class InvalidInput(ServiceError):
     """The request was understood but its content cannot be used (bad pixels, bad base64...)."""
 
@@ -54,6 +61,9 @@ class Unauthorized(ServiceError):
     status_code = 401
     reason = "unauthorized"
 
+    def __init__(self, message: str) -> None:
+        super().__init__(message, headers={"WWW-Authenticate": "Bearer"})
+
 
 class Overloaded(ServiceError):
     """The bounded queue is full: the client should retry after `retry_after_s`."""
@@ -71,7 +81,9 @@ class ShuttingDown(ServiceError):
     status_code = 503
     reason = "shutting_down"
 
-    def __init__(self, message: str = "the service is shutting down; retry on another replica") -> None:
+    def __init__(
+        self, message: str = "the service is shutting down; retry on another replica"
+    ) -> None:
         super().__init__(message, headers={"Retry-After": "1"})
 
 

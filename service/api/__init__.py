@@ -1,0 +1,1 @@
+"""HTTP layer: routes only parse requests and shape answers."""

@@ -1,0 +1,106 @@
+"""All service settings in one typed object, read from `MNIST_*` environment variables.
+
+Built by the app factory (never at import time), so tests can pass their own.
+Every field has bounds and a one-line description; `mnist-serve --help` lists them.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+# A model name or version becomes a path component: allow nothing that can escape.
+SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MNIST_", extra="ignore", protected_namespaces=())
+
+    # Model repository
+    model_repository: Path = Field(
+        Path("models"), description="Folder holding <model-name>/<version>/model.onnx + model.json"
+    )
+    model_name: str = Field("mnist-mlp", description="Which model of the repository to serve")
+    model_version: int | None = Field(
+        None, ge=1, description="Version to serve; default: the highest version present"
+    )
+    model_variant: str | None = Field(
+        None, description="Serve a variant file from the card (e.g. 'int8') instead of model.onnx"
+    )
+
+    # Batching
+    batching: bool = Field(
+        True, description="Dynamic micro-batching; off = one ORT call per request"
+    )
+    max_batch_size: int = Field(64, gt=0, le=4096, description="Most image rows in one ORT call")
+    max_queue_delay_ms: float = Field(
+        1.0, ge=0, le=1000, description="Longest the oldest queued row waits for a batch to fill"
+    )
+    max_queue_size: int = Field(
+        2048, gt=0, description="Most image rows waiting; beyond it requests get 429"
+    )
+    request_timeout_s: float = Field(
+        5.0, gt=0, le=300, description="Deadline per request (504 after it); header can shorten"
+    )
+
+    # onnxruntime
+    ort_intra_op_threads: int = Field(1, ge=0, le=64, description="ORT intra-op threads (0=auto)")
+    ort_inter_op_threads: int = Field(1, ge=0, le=64, description="ORT inter-op threads (0=auto)")
+
+    # Input limits
+    max_upload_bytes: int = Field(
+        10 * 1024 * 1024, gt=0, description="Largest request body; enforced while streaming (413)"
+    )
+    max_image_pixels: int = Field(
+        40_000_000, gt=0, description="Largest width*height of one image, checked before decoding"
+    )
+    max_batch_items: int = Field(256, gt=0, le=4096, description="Most images in one request")
+    max_json_depth: int = Field(8, gt=0, le=64, description="Deepest JSON nesting accepted")
+
+    # Security
+    api_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list, description="Comma-separated API keys; empty = authentication off"
+    )
+    api_keys_file: Path | None = Field(None, description="File with one API key per line")
+    metrics_require_key: bool = Field(False, description="Require an API key on /metrics too")
+
+    # Observability
+    low_confidence_threshold: float = Field(
+        0.6, ge=0, le=1, description="Predictions under this confidence are counted (drift signal)"
+    )
+    log_level: str = Field("info", description="Python log level of the JSON logs")
+    access_log: bool = Field(True, description="One JSON line per request")
+
+    # Lifecycle
+    shutdown_grace_s: float = Field(
+        20.0, gt=0, le=600, description="After SIGTERM: time to finish accepted work, then exit"
+    )
+    drain_delay_s: float = Field(
+        0.0, ge=0, le=60, description="After SIGTERM: keep answering 503 this long before closing"
+    )
+
+    @field_validator("model_name")
+    @classmethod
+    def _safe_model_name(cls, value: str) -> str:
+        if not SAFE_NAME.fullmatch(value):
+            raise ValueError("model_name may hold only letters, digits, '.', '_' and '-'")
+        return value
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [key.strip() for key in value.split(",") if key.strip()]
+        return value
+
+    def load_api_keys(self) -> list[str]:
+        """All configured keys, from the variable and the file; never logged."""
+        keys = [key.get_secret_value() for key in self.api_keys]
+        if self.api_keys_file is not None:
+            lines = self.api_keys_file.read_text().splitlines()
+            keys += [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+        return keys
