@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -96,6 +97,8 @@ def main() -> None:
     from service.logs import configure_logging
 
     configure_logging(settings.log_level)
+    # uvicorn re-raises SIGTERM after its graceful shutdown; a drained stop is a success.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     uvicorn.run(
         APP_FACTORY,
         factory=True,
