@@ -112,6 +112,7 @@ def main() -> None:
         log_config=None,
         timeout_graceful_shutdown=int(settings.shutdown_grace_s) + 1,
         timeout_keep_alive=5,
+        limit_concurrency=settings.max_connections,
     )
 
 

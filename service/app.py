@@ -128,6 +128,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         metrics=metrics,
         lifecycle=lifecycle,
         max_body_bytes=settings.max_upload_bytes,
+        body_timeout_s=settings.body_timeout_s,
+        max_concurrent=settings.max_concurrent_requests,
         log_requests=settings.access_log,
     )
     return app

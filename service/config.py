@@ -60,6 +60,15 @@ class Settings(BaseSettings):
     )
     max_batch_items: int = Field(256, gt=0, le=4096, description="Most images in one request")
     max_json_depth: int = Field(8, gt=0, le=64, description="Deepest JSON nesting accepted")
+    max_concurrent_requests: int = Field(
+        512, gt=0, description="Requests handled at once; beyond it 429 at once, not a long wait"
+    )
+    body_timeout_s: float = Field(
+        10.0, gt=0, le=300, description="Slow clients: the whole body must arrive within this (408)"
+    )
+    max_connections: int = Field(
+        4096, gt=0, description="Open connections per worker; beyond it uvicorn answers 503"
+    )
 
     # Security
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(

@@ -65,6 +65,20 @@ class Unauthorized(ServiceError):
         super().__init__(message, headers={"WWW-Authenticate": "Bearer"})
 
 
+class RequestTimeout(ServiceError):
+    """The client did not send its body in time (slow or stalled upload)."""
+
+    status_code = 408
+    reason = "body_timeout"
+
+
+class ClientDisconnected(ServiceError):
+    """The client left before its answer was ready; nobody reads this response."""
+
+    status_code = 499  # nginx's "client closed request"
+    reason = "client_disconnected"
+
+
 class Overloaded(ServiceError):
     """The bounded queue is full: the client should retry after `retry_after_s`."""
 

@@ -47,5 +47,5 @@ class ApiKeyCheck:
             presented = authorization[7:].strip()
         if not self.is_valid(presented):
             raise Unauthorized(
-                "missing or invalid API key: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'"
+                "missing or invalid API key: send 'Authorization: Bearer <key>' or 'X-API-Key'"
             )

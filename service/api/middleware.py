@@ -2,14 +2,16 @@
 
 `RequestMiddleware` does, for every HTTP request: request id (accept a sane
 `X-Request-ID` or make one, echo it back), the drain gate (503 while shutting
-down), the body size limit (413 from Content-Length, and again while the body
-streams in), in-flight tracking, request metrics by route template, and one
-JSON access-log line. Health probes and /metrics skip the gate, the metrics
+down), load shedding (429 when too many requests are in flight), the body
+size limit (413 from Content-Length, and again while the body streams in),
+the body deadline against slow clients (408), in-flight tracking, request
+metrics by route template, and one JSON access-log line. Health probes and /metrics skip the gate, the metrics
 and the access log: they are not traffic.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
@@ -18,7 +20,7 @@ import uuid
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.errors import PayloadTooLarge
+from service.errors import PayloadTooLarge, RequestTimeout
 from service.lifecycle import Lifecycle
 from service.metrics import ServiceMetrics
 
@@ -42,12 +44,16 @@ class RequestMiddleware:
         metrics: ServiceMetrics,
         lifecycle: Lifecycle,
         max_body_bytes: int,
+        body_timeout_s: float,
+        max_concurrent: int,
         log_requests: bool,
     ) -> None:
         self.app = app
         self.metrics = metrics
         self.lifecycle = lifecycle
         self.max_body_bytes = max_body_bytes
+        self.body_timeout_s = body_timeout_s
+        self.max_concurrent = max_concurrent
         self.log_requests = log_requests
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -76,6 +82,11 @@ class RequestMiddleware:
                 send_with_id, 503, "the service is shutting down; retry on another replica"
             )
             return
+        if self.lifecycle.accepted >= self.max_concurrent:
+            # Shed load before reading the body: answering fast is the point.
+            self.metrics.rejections.labels(reason="too_many_requests").inc()
+            await self._refuse(send_with_id, 429, "too many requests in flight; retry in a second")
+            return
         declared = _header(scope, b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
             self.metrics.rejections.labels(reason="too_large").inc()
@@ -83,14 +94,25 @@ class RequestMiddleware:
             return
 
         received = 0
+        body_done = False
+        body_deadline = asyncio.get_running_loop().time() + self.body_timeout_s
 
         async def receive_limited() -> Message:
-            nonlocal received
-            message = await receive()
+            nonlocal received, body_done
+            if body_done:  # later calls only wait for a disconnect: no deadline
+                return await receive()
+            try:
+                async with asyncio.timeout_at(body_deadline):
+                    message = await receive()
+            except TimeoutError:
+                raise RequestTimeout(
+                    f"the request body did not arrive within {self.body_timeout_s:g} s"
+                ) from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_body_bytes:
                     raise PayloadTooLarge(self._too_large_message())
+                body_done = not message.get("more_body", False)
             return message
 
         started = time.perf_counter()
@@ -132,7 +154,7 @@ class RequestMiddleware:
             (b"content-type", b"application/json"),
             (b"content-length", str(len(body)).encode()),
         ]
-        if status == 503:
+        if status in (429, 503):
             headers.append((b"retry-after", b"1"))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})

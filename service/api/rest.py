@@ -6,6 +6,7 @@ from fastapi import APIRouter, Request
 from fastapi.params import Depends
 from starlette.responses import Response
 
+from service.api.disconnect import predict_while_connected
 from service.api.parsing import parse_batch, parse_single
 from service.api.responses import FastJSONResponse
 from service.api.schemas import (
@@ -16,7 +17,7 @@ from service.api.schemas import (
     Prediction,
     error_responses,
 )
-from service.api.state import AppState, request_timeout
+from service.api.state import AppState
 from service.predictor import Predictions
 
 
@@ -52,7 +53,7 @@ def build_router(auth: Depends) -> APIRouter:
         Optional header `X-Request-Timeout-Ms` shortens the deadline."""
         state = AppState.of(request)
         pixels = await parse_single(request, state.limits)
-        result = await state.predictor.predict(pixels, timeout_s=request_timeout(request))
+        result = await predict_while_connected(request, pixels)
         return FastJSONResponse(prediction_items(result, state.model_ref)[0])
 
     @router.post(
@@ -67,7 +68,7 @@ def build_router(auth: Depends) -> APIRouter:
         The answer lists one prediction per image, in the order sent."""
         state = AppState.of(request)
         pixels = await parse_batch(request, state.limits)
-        result = await state.predictor.predict(pixels, timeout_s=request_timeout(request))
+        result = await predict_while_connected(request, pixels)
         return FastJSONResponse({"predictions": prediction_items(result, state.model_ref)})
 
     @router.get("/models", response_model=ModelsResponse, summary="The loaded model and its card")

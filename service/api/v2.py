@@ -17,10 +17,11 @@ from pydantic import BaseModel, Field
 from starlette.responses import Response
 
 from service import __name__ as server_name
+from service.api.disconnect import predict_while_connected
 from service.api.parsing import check_item_count, decode_base64, decode_images
 from service.api.responses import FastJSONResponse
 from service.api.schemas import EXAMPLE_PNG_BASE64, error_responses
-from service.api.state import AppState, request_timeout
+from service.api.state import AppState
 from service.errors import BadRequest, NotFound
 from service.model import PIXELS
 
@@ -172,7 +173,7 @@ def build_router(auth: Depends) -> APIRouter:
         if unknown:
             raise BadRequest(f"unknown outputs {unknown}; available: {list(OUTPUTS)}")
         pixels = await _input_pixels(inference.inputs[0], state)
-        result = await state.predictor.predict(pixels, timeout_s=request_timeout(request))
+        result = await predict_while_connected(request, pixels)
         count = len(pixels)
         tensors = {
             "probabilities": {
@@ -180,7 +181,11 @@ def build_router(auth: Depends) -> APIRouter:
                 "datatype": "FP32",
                 "data": result.probabilities.ravel(),
             },
-            "digit": {"shape": [count], "datatype": "INT64", "data": result.digits.astype(np.int64)},
+            "digit": {
+                "shape": [count],
+                "datatype": "INT64",
+                "data": result.digits.astype(np.int64),
+            },
         }
         answer: dict[str, Any] = {
             "model_name": state.model.name,
