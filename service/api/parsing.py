@@ -18,6 +18,7 @@ import numpy as np
 import orjson
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
 from starlette.requests import Request
 
@@ -113,18 +114,23 @@ async def read_form(request: Request, field: str, limits: Limits, *, many: bool)
             max_fields=limits.max_batch_items + 8,
             max_part_size=limits.max_upload_bytes,
         )
-    except MultiPartException as error:
-        if "Too many" in str(error):
+    except (MultiPartException, HTTPException) as error:
+        # Starlette wraps multipart errors in HTTPException(400) inside an app.
+        message = error.detail if isinstance(error, HTTPException) else error.message
+        if "Too many" in str(message):
             raise PayloadTooLarge(
-                f"{error}; send at most {limits.max_batch_items} files per request"
+                f"{message} Send at most {limits.max_batch_items} files per request."
             ) from None
-        raise InvalidInput(f"malformed multipart body: {error}") from None
-    uploads = [item for item in form.getlist(field) if isinstance(item, UploadFile)]
-    if not uploads:
-        raise InvalidInput(f"multipart body has no file field named '{field}'")
-    if not many and len(uploads) > 1:
-        raise InvalidInput(f"send one file in '{field}'; use /v1/predict/batch for several")
-    return [await upload.read() for upload in uploads]
+        raise InvalidInput(f"malformed multipart body: {message}") from None
+    try:
+        uploads = [item for item in form.getlist(field) if isinstance(item, UploadFile)]
+        if not uploads:
+            raise InvalidInput(f"multipart body has no file field named '{field}'")
+        if not many and len(uploads) > 1:
+            raise InvalidInput(f"send one file in '{field}'; use /v1/predict/batch for several")
+        return [await upload.read() for upload in uploads]
+    finally:
+        await form.close()  # uploads spool to temporary files: release them now
 
 
 def check_item_count(count: int, limits: Limits) -> None:
