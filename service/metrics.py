@@ -82,6 +82,10 @@ class ServiceMetrics:
             namespace=NAMESPACE,
             registry=registry,
         )
+        # Every digit's series exists from the start, at 0: otherwise a digit's first
+        # prediction creates its series at 1 and rate()/increase() never count that one.
+        for digit in range(10):
+            self.predictions.labels(digit=str(digit))
         self.low_confidence = Counter(
             "low_confidence_predictions_total",
             "Images whose top probability was under the low-confidence threshold (drift signal).",
