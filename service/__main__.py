@@ -71,6 +71,7 @@ def prepare_metrics_dir(options: ServeOptions) -> None:
 
 
 def main() -> None:
+    os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")  # before onnxruntime is imported
     options = ServeOptions()
     settings = Settings.model_validate(options.model_dump(include=set(Settings.model_fields)))
 

@@ -23,6 +23,7 @@ from service.api.state import AppState
 from service.batching import MicroBatcher, UnbatchedRunner
 from service.config import Settings
 from service.lifecycle import Lifecycle, install_drain_on_sigterm
+from service.logs import configure_logging
 from service.metrics import ServiceMetrics, multiprocess_dir
 from service.model import OnnxModel, resolve_version_dir
 from service.predictor import Predictor
@@ -137,4 +138,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 def create_app_from_env() -> FastAPI:
     """Factory for uvicorn worker processes: settings come from MNIST_* variables."""
-    return create_app(Settings())
+    settings = Settings()
+    configure_logging(settings.log_level)  # each worker process logs JSON too
+    return create_app(settings)

@@ -5,8 +5,8 @@
 down), load shedding (429 when too many requests are in flight), the body
 size limit (413 from Content-Length, and again while the body streams in),
 the body deadline against slow clients (408), in-flight tracking, request
-metrics by route template, and one JSON access-log line. Health probes and /metrics skip the gate, the metrics
-and the access log: they are not traffic.
+metrics by route template, and one JSON access-log line. Health probes and
+/metrics skip the gate, the metrics and the access log: they are not traffic.
 """
 
 from __future__ import annotations
@@ -25,6 +25,8 @@ from service.lifecycle import Lifecycle
 from service.metrics import ServiceMetrics
 
 PROBE_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/v2/health/live", "/v2/health/ready"})
+SHUTTING_DOWN = "the service is shutting down; retry on another replica"
+TOO_MANY = "too many requests in flight; retry in a second"
 _REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
 access_log = logging.getLogger("service.access")
 
@@ -77,20 +79,15 @@ class RequestMiddleware:
             await self.app(scope, receive, send_with_id)
             return
         if self.lifecycle.draining:
-            self.metrics.rejections.labels(reason="shutting_down").inc()
-            await self._refuse(
-                send_with_id, 503, "the service is shutting down; retry on another replica"
-            )
+            await self._refuse(scope, send_with_id, 503, "shutting_down", SHUTTING_DOWN)
             return
         if self.lifecycle.accepted >= self.max_concurrent:
             # Shed load before reading the body: answering fast is the point.
-            self.metrics.rejections.labels(reason="too_many_requests").inc()
-            await self._refuse(send_with_id, 429, "too many requests in flight; retry in a second")
+            await self._refuse(scope, send_with_id, 429, "too_many_requests", TOO_MANY)
             return
         declared = _header(scope, b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
-            self.metrics.rejections.labels(reason="too_large").inc()
-            await self._refuse(send_with_id, 413, self._too_large_message())
+            await self._refuse(scope, send_with_id, 413, "too_large", self._too_large_message())
             return
 
         received = 0
@@ -147,8 +144,10 @@ class RequestMiddleware:
             "send a smaller image or fewer images per request"
         )
 
-    @staticmethod
-    async def _refuse(send: Send, status: int, message: str) -> None:
+    async def _refuse(self, scope: Scope, send: Send, status: int, why: str, message: str) -> None:
+        """Answer before routing; counted like any request (route not resolved yet)."""
+        self.metrics.rejections.labels(reason=why).inc()
+        self.metrics.http_requests.labels("unmatched", scope["method"], str(status)).inc()
         body = orjson.dumps({"error": message})
         headers = [
             (b"content-type", b"application/json"),
