@@ -1,0 +1,285 @@
+"""A small client for mnist-serve: a typed class for scripts and tests, and a CLI.
+
+    mnist-client predict digit.png photo.jpg [--url http://127.0.0.1:8000] [--json]
+    MNIST_API_KEY=... mnist-client predict - < digit.png
+    mnist-client ready
+
+From Python:
+
+    with DigitClient("http://127.0.0.1:8000") as client:
+        answer = client.predict(Path("digit.png"))
+        print(answer["digit"], answer["confidence"])
+
+Errors from the service (its `{"error": "..."}` answers) and network failures
+raise `ClientError`; `.status` is the HTTP status, or None when no answer came.
+CLI exit codes: 0 all images recognised (or `ready`: the service is ready), 1 some
+image or request rejected (or not ready), 2 bad usage, 3 the service could not be reached.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import math
+import os
+import sys
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self, TypedDict, cast
+
+import httpx
+import numpy as np
+import numpy.typing as npt
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+DEFAULT_TIMEOUT_S = 10.0
+
+ImageInput = bytes | str | os.PathLike[str]
+
+
+class ModelRef(TypedDict):
+    name: str
+    version: int | str
+
+
+class Prediction(TypedDict):
+    digit: int
+    confidence: float
+    probabilities: list[float]
+    model: ModelRef
+
+
+class ClientError(Exception):
+    """The service refused a request (`status` set) or could not be reached (`status` None)."""
+
+    def __init__(self, status: int | None, message: str, retry_after: float | None = None) -> None:
+        super().__init__(f"{status}: {message}" if status is not None else message)
+        self.status = status
+        self.message = message
+        self.retry_after = retry_after
+
+
+def read_image(image: ImageInput) -> tuple[str, bytes]:
+    """(file name, bytes) of an image given as bytes or a path."""
+    if isinstance(image, bytes):
+        return "image", image
+    path = Path(image)
+    return path.name, path.read_bytes()
+
+
+class DigitClient:
+    """A synchronous client; reuses one connection pool. Use it as a context manager or
+    call `close()`. `api_key` is sent as `X-API-Key`."""
+
+    def __init__(
+        self,
+        base_url: str = DEFAULT_URL,
+        api_key: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT_S,
+        *,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        headers = {"User-Agent": "mnist-client/0.1"}
+        if api_key:
+            headers["X-API-Key"] = api_key
+        self.base_url = base_url.rstrip("/")
+        self._http = httpx.Client(
+            base_url=self.base_url, headers=headers, timeout=timeout, transport=transport
+        )
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    # --- requests -------------------------------------------------------------
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.TimeoutException as exc:
+            raise ClientError(
+                None, f"no answer from {self.base_url} within the timeout ({exc})"
+            ) from exc
+        except httpx.TransportError as exc:
+            raise ClientError(None, f"cannot reach {self.base_url}: {exc}") from exc
+        if response.is_success:
+            try:
+                return response.json()
+            except ValueError as exc:
+                raise ClientError(response.status_code, "the answer is not JSON") from exc
+        raise _error_from(response)
+
+    def predict(self, image: ImageInput) -> Prediction:
+        """Recognise one image file (PNG, JPEG, ...), given as bytes or a path."""
+        name, data = read_image(image)
+        files = {"file": (name, data, "application/octet-stream")}
+        return cast(Prediction, self._request("POST", "/v1/predict", files=files))
+
+    def predict_batch(self, images: Iterable[ImageInput]) -> list[Prediction]:
+        """Recognise many images in one request; the answers keep the input order."""
+        files = [
+            ("files", (name, data, "application/octet-stream"))
+            for name, data in map(read_image, images)
+        ]
+        answer = self._request("POST", "/v1/predict/batch", files=files)
+        return cast(list[Prediction], answer["predictions"])
+
+    def predict_base64(self, image: ImageInput) -> Prediction:
+        """Like `predict`, sent as JSON `{"image": "<base64>"}`."""
+        _, data = read_image(image)
+        body = {"image": base64.b64encode(data).decode("ascii")}
+        return cast(Prediction, self._request("POST", "/v1/predict", json=body))
+
+    def predict_pixels(self, pixels: npt.ArrayLike) -> Prediction:
+        """Recognise a 28x28 array of 0..255 intensities, white digit on black (MNIST style)."""
+        array = np.asarray(pixels, dtype=np.float64)
+        return cast(
+            Prediction, self._request("POST", "/v1/predict", json={"pixels": array.tolist()})
+        )
+
+    def infer_v2(
+        self,
+        pixels: npt.ArrayLike,
+        *,
+        model: str = "mnist-mlp",
+        version: str | int | None = None,
+        outputs: Sequence[str] | None = None,
+    ) -> dict[str, Any]:
+        """Open Inference Protocol v2: classify N 28x28 UINT8 images; returns the raw answer."""
+        array = np.asarray(pixels, dtype=np.uint8).reshape(-1, 28, 28)
+        body: dict[str, Any] = {
+            "inputs": [
+                {
+                    "name": "pixels",
+                    "shape": list(array.shape),
+                    "datatype": "UINT8",
+                    "data": array.ravel().tolist(),
+                }
+            ]
+        }
+        if outputs is not None:
+            body["outputs"] = [{"name": name} for name in outputs]
+        path = f"/v2/models/{model}" + (f"/versions/{version}" if version is not None else "")
+        return cast(dict[str, Any], self._request("POST", f"{path}/infer", json=body))
+
+    def models(self) -> list[dict[str, Any]]:
+        """The loaded model(s) with their cards."""
+        return cast(list[dict[str, Any]], self._request("GET", "/v1/models")["models"])
+
+    def ready(self) -> bool:
+        """True when the service is up, its model loaded and warm; never raises."""
+        try:
+            return self._http.get("/readyz").status_code == 200
+        except httpx.HTTPError:
+            return False
+
+
+def _error_from(response: httpx.Response) -> ClientError:
+    message = ""
+    try:
+        body = response.json()
+        if isinstance(body, dict) and isinstance(body.get("error"), str):
+            message = body["error"]
+    except ValueError:
+        pass
+    if not message:
+        text = response.text.strip().replace("\n", " ")
+        message = text[:200] or response.reason_phrase or "no details"
+    retry_after: float | None = None
+    try:
+        retry_after = float(response.headers["retry-after"])
+    except (KeyError, ValueError):
+        retry_after = None
+    return ClientError(response.status_code, message, retry_after)
+
+
+# --- command line ----------------------------------------------------------------
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mnist-client", description="Recognise handwritten digits with an mnist-serve service."
+    )
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--url",
+        default=os.environ.get("MNIST_URL", DEFAULT_URL),
+        help=f"service address (env MNIST_URL; default {DEFAULT_URL})",
+    )
+    common.add_argument(
+        "--api-key",
+        default=os.environ.get("MNIST_API_KEY"),
+        help="API key, sent as X-API-Key (default: env MNIST_API_KEY)",
+    )
+    common.add_argument(
+        "--timeout", type=float, default=DEFAULT_TIMEOUT_S, help="seconds per request"
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    predict = commands.add_parser(
+        "predict", parents=[common], help="recognise the digit in each image file"
+    )
+    predict.add_argument("images", nargs="+", metavar="IMAGE", help="image file; '-' = stdin")
+    predict.add_argument("--json", action="store_true", help="one JSON object per line")
+    commands.add_parser("ready", parents=[common], help="exit 0 if the service is ready")
+    return parser
+
+
+def _run_predict(client: DigitClient, images: list[str], as_json: bool) -> int:
+    failed = False
+    for name in images:
+        try:
+            data = sys.stdin.buffer.read() if name == "-" else Path(name).read_bytes()
+        except OSError as exc:
+            failed = True
+            _report(name, None, f"cannot read the file: {exc.strerror or exc}", as_json)
+            continue
+        try:
+            answer = client.predict(data)
+        except ClientError as exc:
+            if exc.status is None:
+                print(f"mnist-client: {exc.message}; is the service running?", file=sys.stderr)
+                return 3
+            failed = True
+            _report(name, exc.status, exc.message, as_json)
+            continue
+        if as_json:
+            print(json.dumps({"file": name, **answer}), flush=True)
+        else:
+            confidence = math.floor(answer["confidence"] * 1000) / 10  # never round up to 100%
+            print(f"{name}: {answer['digit']} (confidence {confidence:.1f}%)", flush=True)
+    return 1 if failed else 0
+
+
+def _report(name: str, status: int | None, message: str, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps({"file": name, "status": status, "error": message}), flush=True)
+    else:
+        where = f"error {status}" if status is not None else "error"
+        print(f"{name}: {where}: {message}", file=sys.stderr, flush=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `mnist-client` console script; returns the exit code."""
+    args = _parser().parse_args(argv)
+    with DigitClient(args.url, api_key=args.api_key, timeout=args.timeout) as client:
+        if args.command == "ready":
+            ready = client.ready()
+            print("ready" if ready else f"not ready (or not reachable): {args.url}")
+            return 0 if ready else 1
+        return _run_predict(client, args.images, args.json)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
