@@ -1,0 +1,98 @@
+"""Shared helpers of the reliability tests: test images, metrics scraping, raw sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import socket
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+from service.api.schemas import EXAMPLE_PNG_BASE64
+
+T = TypeVar("T")
+
+# A 28x28 MNIST "7" as PNG: the fast path of the preprocessor, so the model dominates.
+SEVEN_PNG = base64.b64decode(EXAMPLE_PNG_BASE64)
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def host_port(url: str) -> tuple[str, int]:
+    parts = urlsplit(url)
+    assert parts.hostname == "127.0.0.1" and parts.port is not None
+    return parts.hostname, parts.port
+
+
+def scrape(url: str) -> Samples:
+    """Every sample of `url`/metrics keyed by (name, labels)."""
+    response = httpx.get(f"{url}/metrics", timeout=5.0)
+    response.raise_for_status()
+    samples: Samples = {}
+    for family in text_string_to_metric_families(response.text):
+        for sample in family.samples:
+            samples[(sample.name, frozenset(sample.labels.items()))] = sample.value
+    return samples
+
+
+def metric(samples: Samples, name: str, **labels: str) -> float:
+    return samples.get((name, frozenset(labels.items())), 0.0)
+
+
+def run_async(factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """Run a coroutine on uvloop when available: the load generator needs a cheap loop."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop ships with uvicorn[standard]
+        return asyncio.run(factory())
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(factory())
+
+
+def raw_connection(url: str, timeout_s: float = 10.0) -> socket.socket:
+    sock = socket.create_connection(host_port(url), timeout=timeout_s)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
+def read_raw_response(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
+    """Read one Content-Length HTTP/1.1 response from a blocking socket (its own timeout)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError(f"connection closed after {len(data)} bytes: {data[:200]!r}")
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = {}
+    for line in lines:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    length = int(headers.get("content-length", "0"))
+    while len(body) < length:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("connection closed inside the body")
+        body += chunk
+    return int(status_line.split(" ", 2)[1]), headers, body[:length]
+
+
+def wait_for_metric(
+    url: str, name: str, wanted: float, timeout_s: float = 10.0, **labels: str
+) -> Samples:
+    """Bounded polling of a server gauge/counter (an external process: no event to await)."""
+    deadline = time.monotonic() + timeout_s
+    seen = None
+    while time.monotonic() < deadline:
+        samples = scrape(url)
+        seen = metric(samples, name, **labels)
+        if seen == wanted:
+            return samples
+        time.sleep(0.01)
+    raise AssertionError(f"{name}{labels} stayed {seen}, never reached {wanted}")
