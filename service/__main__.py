@@ -14,7 +14,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import SettingsConfigDict
 
 from service.config import Settings
@@ -72,7 +72,14 @@ def prepare_metrics_dir(options: ServeOptions) -> None:
 
 def main() -> None:
     os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")  # before onnxruntime is imported
-    options = ServeOptions()
+    try:
+        options = ServeOptions()
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(map(str, item['loc']))}: {item['msg']}" for item in error.errors()
+        )
+        print(f"mnist-serve: invalid setting: {problems}", file=sys.stderr)
+        raise SystemExit(2) from None
     settings = Settings.model_validate(options.model_dump(include=set(Settings.model_fields)))
 
     # Fail fast with one line naming the file, before any worker starts.
@@ -96,6 +103,7 @@ def main() -> None:
     import uvicorn
 
     from service.logs import configure_logging
+    from service.server import GuardedHttpToolsProtocol
 
     configure_logging(settings.log_level)
     # uvicorn re-raises SIGTERM after its graceful shutdown; a drained stop is a success.
@@ -107,7 +115,7 @@ def main() -> None:
         port=options.port,
         workers=options.workers,
         loop="uvloop",
-        http="httptools",
+        http=GuardedHttpToolsProtocol,
         lifespan="on",
         access_log=False,
         log_config=None,

@@ -11,11 +11,11 @@ import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import Depends, FastAPI
+from fastapi import FastAPI
 from prometheus_client import multiprocess
 
 from service.api import health, rest, v2, web
-from service.api.auth import ApiKeyCheck
+from service.api.auth import ApiKeyCheck, ApiKeyGate
 from service.api.errors import install_error_handlers
 from service.api.middleware import RequestMiddleware
 from service.api.parsing import Limits
@@ -55,8 +55,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         max_json_depth=settings.max_json_depth,
     )
     state = AppState(settings=settings, limits=limits, lifecycle=lifecycle, metrics=metrics)
-    auth = ApiKeyCheck(settings.load_api_keys())
-    metrics_auth = auth if settings.metrics_require_key else ApiKeyCheck([])
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -121,9 +119,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.service = state
     install_error_handlers(app, metrics)
     app.include_router(web.router)
-    app.include_router(rest.build_router(Depends(auth)))
-    app.include_router(v2.build_router(Depends(auth)))
-    app.include_router(health.build_router(Depends(metrics_auth)))
+    app.include_router(rest.build_router())
+    app.include_router(v2.build_router())
+    app.include_router(health.build_router())
+    # Middleware added last runs first: RequestMiddleware (ids, metrics, limits), then the key gate.
+    app.add_middleware(
+        ApiKeyGate,
+        check=ApiKeyCheck(settings.load_api_keys()),
+        metrics=metrics,
+        metrics_protected=settings.metrics_require_key,
+    )
     app.add_middleware(
         RequestMiddleware,
         metrics=metrics,

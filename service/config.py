@@ -66,6 +66,9 @@ class Settings(BaseSettings):
     body_timeout_s: float = Field(
         10.0, gt=0, le=300, description="Slow clients: the whole body must arrive within this (408)"
     )
+    header_timeout_s: float = Field(
+        10.0, gt=0, le=300, description="Slow clients: the request head must arrive within this"
+    )
     max_connections: int = Field(
         4096, gt=0, description="Open connections per worker; beyond it uvicorn answers 503"
     )

@@ -45,6 +45,10 @@ def install_error_handlers(app: FastAPI, metrics: ServiceMetrics) -> None:
 
     async def on_http_error(request: Request, error: Exception) -> Response:
         assert isinstance(error, HTTPException)
+        if isinstance(error.__cause__, ServiceError):
+            # FastAPI wraps errors raised while it reads a declared body (our 413/408
+            # from the size and time limits) as a 400 "error parsing the body".
+            return await on_service_error(request, error.__cause__)
         message = error.detail if isinstance(error.detail, str) else str(error.detail)
         if error.status_code == 404 and message == "Not Found":
             message = f"no such endpoint: {request.method} {request.url.path}; see /docs"

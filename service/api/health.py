@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
-from fastapi.params import Depends
 from starlette.responses import Response
 
 from service.api.responses import FastJSONResponse, error_response
 from service.api.state import AppState
 
 
-def build_router(metrics_auth: Depends) -> APIRouter:
+def build_router() -> APIRouter:
     router = APIRouter(tags=["health"])
 
     @router.get("/healthz", summary="Liveness: the process answers")
@@ -35,7 +34,6 @@ def build_router(metrics_auth: Depends) -> APIRouter:
     @router.get(
         "/metrics",
         summary="Prometheus metrics",
-        dependencies=[metrics_auth],
         response_class=Response,
         responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}},
     )

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
-from fastapi.params import Depends
 from starlette.responses import Response
 
+from service.api.auth import documented_schemes
 from service.api.disconnect import predict_while_connected
 from service.api.parsing import parse_batch, parse_single
 from service.api.responses import FastJSONResponse
@@ -35,8 +35,8 @@ def prediction_items(result: Predictions, model: dict[str, object]) -> list[dict
     ]
 
 
-def build_router(auth: Depends) -> APIRouter:
-    router = APIRouter(prefix="/v1", tags=["REST v1"], dependencies=[auth])
+def build_router() -> APIRouter:
+    router = APIRouter(prefix="/v1", tags=["REST v1"], dependencies=documented_schemes)
     failures = error_responses(401, 413, 415, 422, 429, 503, 504)
 
     @router.post(

@@ -12,13 +12,13 @@ from typing import Annotated, Any
 
 import numpy as np
 from fastapi import APIRouter, Body, Request
-from fastapi.params import Depends
 from pydantic import BaseModel, Field
 from starlette.responses import Response
 
 from service import __name__ as server_name
+from service.api.auth import documented_schemes
 from service.api.disconnect import predict_while_connected
-from service.api.parsing import check_item_count, decode_base64, decode_images
+from service.api.parsing import check_depth, check_item_count, decode_base64, decode_images
 from service.api.responses import FastJSONResponse
 from service.api.schemas import EXAMPLE_PNG_BASE64, error_responses
 from service.api.state import AppState
@@ -104,6 +104,17 @@ def _pixel_rows(tensor: TensorInput) -> np.ndarray:
     return values.astype(np.float32).reshape(shape[0], 28, 28)
 
 
+def _check_depth(inference: InferenceRequest, max_depth: int) -> None:
+    """The free-form parts (parameters, one sample of data) may not nest too deep."""
+    tensor = inference.inputs[0]
+    free_form = {
+        "parameters": inference.parameters,
+        "outputs": [output.parameters for output in inference.outputs or []],
+        "inputs": [{"parameters": tensor.parameters, "data": tensor.data[:1]}],
+    }
+    check_depth(free_form, max_depth)
+
+
 async def _input_pixels(tensor: TensorInput, state: AppState) -> np.ndarray:
     if tensor.datatype in ("FP32", "UINT8"):
         rows = _pixel_rows(tensor)
@@ -123,7 +134,7 @@ async def _input_pixels(tensor: TensorInput, state: AppState) -> np.ndarray:
     raise BadRequest(f"datatype {tensor.datatype!r} not supported: use FP32, UINT8 or BYTES")
 
 
-def build_router(auth: Depends) -> APIRouter:
+def build_router() -> APIRouter:
     router = APIRouter(prefix="/v2", tags=["Open Inference Protocol v2"])
 
     def check_model(state: AppState, name: str, version: str | None) -> None:
@@ -172,6 +183,7 @@ def build_router(auth: Depends) -> APIRouter:
         unknown = sorted(set(wanted) - set(OUTPUTS))
         if unknown:
             raise BadRequest(f"unknown outputs {unknown}; available: {list(OUTPUTS)}")
+        _check_depth(inference, state.limits.max_json_depth)
         pixels = await _input_pixels(inference.inputs[0], state)
         result = await predict_while_connected(request, pixels)
         count = len(pixels)
@@ -198,7 +210,10 @@ def build_router(auth: Depends) -> APIRouter:
 
     def add_model_routes(prefix: str) -> None:
         @router.get(
-            prefix, summary="Model metadata", responses=error_responses(404), dependencies=[auth]
+            prefix,
+            summary="Model metadata",
+            responses=error_responses(404),
+            dependencies=documented_schemes,
         )
         async def model_metadata(
             request: Request, name: str, version: str | None = None
@@ -221,7 +236,7 @@ def build_router(auth: Depends) -> APIRouter:
             summary="Inference",
             response_model=InferenceResponse,
             responses=error_responses(400, 401, 404, 413, 422, 429, 503, 504),
-            dependencies=[auth],
+            dependencies=documented_schemes,
         )
         async def model_infer(
             request: Request,

@@ -347,7 +347,11 @@ def test_too_many_requests_at_once_is_429_at_once(server: LiveServer, client: ht
 
 @pytest.fixture(scope="module")
 def small_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    env = {"MNIST_MAX_CONNECTIONS": "8", "MNIST_BODY_TIMEOUT_S": str(BODY_TIMEOUT_S)}
+    env = {
+        "MNIST_MAX_CONNECTIONS": "8",
+        "MNIST_BODY_TIMEOUT_S": str(BODY_TIMEOUT_S),
+        "MNIST_HEADER_TIMEOUT_S": str(BODY_TIMEOUT_S),
+    }
     with live_server(tmp_path_factory.mktemp("conns"), env=env) as running:
         yield running
 
@@ -366,7 +370,7 @@ def _closed_by_server(sock: socket.socket) -> bool:
 )
 def test_slowloris_connections_are_closed(small_server: LiveServer, opening: bytes) -> None:
     """A client that never finishes its request head must not hold a connection forever
-    (4096 such sockets would lock everyone out). Expected: closed within the body
+    (4096 such sockets would lock everyone out). Expected: closed within the header
     deadline (+ slack); uvicorn itself has no header timeout."""
     with raw_connection(small_server.url, timeout_s=BODY_TIMEOUT_S + 2) as sock:
         if opening:
