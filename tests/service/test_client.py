@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
-import io
 import json
 import os
 import subprocess
@@ -14,12 +12,12 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from PIL import Image
 
 from service.client import ClientError, DigitClient, main
+from tests.conftest import png_bytes
 from tests.live_server import ROOT, LiveServer, free_port, live_server
+from tests.training.mnist_sample import load_sample
 
-DATA = Path(__file__).resolve().parents[1] / "data"
 SAMPLES = range(8)  # MNIST test digits 0..7: labels 7 2 1 0 4 1 4 9
 
 pytestmark = pytest.mark.timeout(90)
@@ -27,17 +25,11 @@ pytestmark = pytest.mark.timeout(90)
 
 def mnist(index: int) -> tuple[np.ndarray, int]:
     """Digit `index` of the committed MNIST test sample: 28x28 uint8 pixels and its label."""
-    with gzip.open(DATA / "t10k-sample1000-images-idx3-ubyte.gz") as images:
-        pixels = np.frombuffer(images.read(), np.uint8, offset=16).reshape(-1, 28, 28)
-    with gzip.open(DATA / "t10k-sample1000-labels-idx1-ubyte.gz") as labels:
-        label = int(np.frombuffer(labels.read(), np.uint8, offset=8)[index])
-    return pixels[index].copy(), label
+    images, labels = load_sample()
+    return images[index].copy(), int(labels[index])
 
 
-def png(pixels: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="PNG")
-    return buffer.getvalue()
+png = png_bytes
 
 
 @pytest.fixture(scope="module")

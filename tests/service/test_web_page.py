@@ -8,8 +8,6 @@ Skipped when Chromium or chromedriver is not installed.
 from __future__ import annotations
 
 import base64
-import gzip
-import io
 import json
 import re
 import shutil
@@ -18,9 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import numpy as np
 import pytest
-from PIL import Image
 from selenium import webdriver
 from selenium.common.exceptions import TimeoutException
 from selenium.webdriver.chrome.service import Service
@@ -31,9 +27,10 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import WebDriverWait
 
+from tests.conftest import png_bytes
 from tests.live_server import LiveServer, live_server
+from tests.training.mnist_sample import load_sample
 
-DATA = Path(__file__).resolve().parents[1] / "data"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 CHROMIUM = next(
     (p for p in ("/usr/lib/chromium/chromium", "/usr/bin/chromium") if Path(p).exists()),
@@ -61,13 +58,8 @@ SEVEN: list[Stroke] = [
 
 def mnist_png(index: int) -> tuple[bytes, int]:
     """Test digit `index` of the committed MNIST sample as a PNG, with its label."""
-    with gzip.open(DATA / "t10k-sample1000-images-idx3-ubyte.gz") as images:
-        pixels = np.frombuffer(images.read(), np.uint8, offset=16).reshape(-1, 28, 28)
-    with gzip.open(DATA / "t10k-sample1000-labels-idx1-ubyte.gz") as labels:
-        label = int(np.frombuffer(labels.read(), np.uint8, offset=8)[index])
-    buffer = io.BytesIO()
-    Image.fromarray(pixels[index]).save(buffer, format="PNG")
-    return buffer.getvalue(), label
+    images, labels = load_sample()
+    return png_bytes(images[index]), int(labels[index])
 
 
 @pytest.fixture(scope="module")
