@@ -130,6 +130,11 @@ def preprocess_pixels(pixels: npt.ArrayLike) -> FloatImage:
         raise InvalidInput(
             f"pixels must lie in 0..255 (white digit on black); got values {low:g}..{high:g}"
         )
+    if high - low < MIN_CONTRAST:
+        raise InvalidImage(
+            f"the pixels are blank (all about {low:g}): no digit found; "
+            "send a white digit on black, values 0..255"
+        )
     return array.reshape(SIZE, SIZE).copy()
 
 
