@@ -51,7 +51,9 @@ def wait_until_ready(url: str, process: subprocess.Popen[bytes], log_path: Path)
     with httpx.Client(timeout=1.0) as client:
         while time.monotonic() < deadline:
             if process.poll() is not None:
-                raise RuntimeError(f"server exited with {process.returncode}:\n{log_path.read_text()}")
+                raise RuntimeError(
+                    f"server exited with {process.returncode}:\n{log_path.read_text()}"
+                )
             try:
                 if client.get(f"{url}/readyz").status_code == 200:
                     return

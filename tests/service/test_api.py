@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pytest
@@ -29,7 +30,9 @@ def check_prediction(item: dict[str, object], label: int) -> None:
     assert item["model"] == {"name": "mnist-mlp", "version": 1}
 
 
-def test_predict_accepts_multipart_raw_and_json(client: TestClient, digits) -> None:
+def test_predict_accepts_multipart_raw_and_json(
+    client: TestClient, digits: list[tuple[bytes, int]]
+) -> None:
     png, label = digits[0]
     encoded = base64.b64encode(png).decode()
     answers = [
@@ -43,14 +46,16 @@ def test_predict_accepts_multipart_raw_and_json(client: TestClient, digits) -> N
         check_prediction(answer.json(), label)
 
 
-def test_predict_pixels_match_the_image_path(client: TestClient, mnist_sample) -> None:
+def test_predict_pixels_match_the_image_path(
+    client: TestClient, mnist_sample: tuple[np.ndarray, np.ndarray]
+) -> None:
     images, labels = mnist_sample
     answer = client.post("/v1/predict", json={"pixels": images[1].tolist()})
     assert answer.status_code == 200, answer.text
     check_prediction(answer.json(), int(labels[1]))
 
 
-def test_batch_keeps_input_order(client: TestClient, digits) -> None:
+def test_batch_keeps_input_order(client: TestClient, digits: list[tuple[bytes, int]]) -> None:
     files = [("files", (f"{i}.png", png, "image/png")) for i, (png, _) in enumerate(digits)]
     multipart = client.post("/v1/predict/batch", files=files)
     as_json = client.post(
@@ -79,8 +84,13 @@ def test_health_and_readiness(client: TestClient) -> None:
 
 
 def test_request_id_is_echoed_or_made(client: TestClient) -> None:
-    assert client.get("/healthz", headers={"X-Request-ID": "abc-123"}).headers["x-request-id"] == "abc-123"
-    made = client.get("/healthz", headers={"X-Request-ID": "bad id\twith spaces"}).headers["x-request-id"]
+    assert (
+        client.get("/healthz", headers={"X-Request-ID": "abc-123"}).headers["x-request-id"]
+        == "abc-123"
+    )
+    made = client.get("/healthz", headers={"X-Request-ID": "bad id\twith spaces"}).headers[
+        "x-request-id"
+    ]
     assert made != "bad id\twith spaces" and len(made) == 32
 
 
@@ -108,7 +118,9 @@ def blank_png(color: int = 255) -> bytes:
         ({"json": {"image": "a", "deep": [[[[[[[[[[[]]]]]]]]]]]}}, 422, "nested"),
     ],
 )
-def test_bad_input_gets_a_clear_4xx(client: TestClient, kwargs, status: int, fragment: str) -> None:
+def test_bad_input_gets_a_clear_4xx(
+    client: TestClient, kwargs: dict[str, Any], status: int, fragment: str
+) -> None:
     answer = client.post("/v1/predict", **kwargs)
     assert answer.status_code == status, answer.text
     message = answer.json()["error"]
@@ -116,7 +128,7 @@ def test_bad_input_gets_a_clear_4xx(client: TestClient, kwargs, status: int, fra
     assert fragment in message
 
 
-def test_limits(make_client: Callable[..., TestClient], digits) -> None:
+def test_limits(make_client: Callable[..., TestClient], digits: list[tuple[bytes, int]]) -> None:
     client = make_client(max_upload_bytes=2000, max_batch_items=3)
     png = digits[0][0]
     too_many = [("files", (f"{i}.png", png, "image/png")) for i in range(4)]

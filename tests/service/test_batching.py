@@ -81,7 +81,9 @@ async def make_batcher(model: FakeModel) -> AsyncIterator[Callable[..., MicroBat
             await batcher.stop()
 
 
-async def test_full_batch_flushes_without_waiting_for_the_delay(make_batcher, model) -> None:
+async def test_full_batch_flushes_without_waiting_for_the_delay(
+    make_batcher: Callable[..., MicroBatcher], model: FakeModel
+) -> None:
     batcher = make_batcher(max_batch_size=4, max_queue_delay_s=10.0)
     await batcher.start()
     results = await asyncio.wait_for(
@@ -91,7 +93,9 @@ async def test_full_batch_flushes_without_waiting_for_the_delay(make_batcher, mo
     assert [int(r[0, 0]) for r in results] == [0, 1, 2, 3]
 
 
-async def test_partial_batch_flushes_when_the_oldest_row_is_due(make_batcher, model) -> None:
+async def test_partial_batch_flushes_when_the_oldest_row_is_due(
+    make_batcher: Callable[..., MicroBatcher], model: FakeModel
+) -> None:
     batcher = make_batcher(max_batch_size=64, max_queue_delay_s=0.02)
     await batcher.start()
     loop = asyncio.get_running_loop()
@@ -103,21 +107,31 @@ async def test_partial_batch_flushes_when_the_oldest_row_is_due(make_batcher, mo
     assert [int(r[0, 0]) for r in results] == [0, 1, 2]
 
 
-async def test_results_keep_request_and_row_order(make_batcher) -> None:
+async def test_results_keep_request_and_row_order(
+    make_batcher: Callable[..., MicroBatcher],
+) -> None:
     batcher = make_batcher(max_batch_size=5, max_queue_delay_s=0.002)
     await batcher.start()
-    requests = [rows(*range(start, start + size)) for start, size in [(0, 3), (3, 1), (4, 7), (11, 2)]]
+    requests = [
+        rows(*range(start, start + size)) for start, size in [(0, 3), (3, 1), (4, 7), (11, 2)]
+    ]
     results = await asyncio.gather(*(batcher.submit(r) for r in requests))
     for sent, got in zip(requests, results, strict=True):
         assert got.shape == (len(sent), 10)
         assert list(got[:, 0]) == list(sent[:, 0])
 
 
-async def test_a_large_request_is_split_across_batches_and_merged(make_batcher, model) -> None:
+async def test_a_large_request_is_split_across_batches_and_merged(
+    make_batcher: Callable[..., MicroBatcher], model: FakeModel
+) -> None:
     batcher = make_batcher(max_batch_size=32, max_queue_delay_s=0.002)
     await batcher.start()
     big, small = rows(*range(40)), rows(100, 101, 102)
-    results = await asyncio.gather(batcher.submit(big), *(batcher.submit(rows(i)) for i in (200, 201, 202)), batcher.submit(small))
+    results = await asyncio.gather(
+        batcher.submit(big),
+        *(batcher.submit(rows(i)) for i in (200, 201, 202)),
+        batcher.submit(small),
+    )
     assert max(model.calls) <= 32
     assert sum(model.calls) == 40 + 3 + 3
     assert list(results[0][:, 0]) == list(range(40))
@@ -125,18 +139,24 @@ async def test_a_large_request_is_split_across_batches_and_merged(make_batcher, 
     assert list(results[4][:, 0]) == [100, 101, 102]
 
 
-async def test_inference_failure_fails_that_batch_only(make_batcher, model) -> None:
+async def test_inference_failure_fails_that_batch_only(
+    make_batcher: Callable[..., MicroBatcher], model: FakeModel
+) -> None:
     batcher = make_batcher(max_batch_size=2, max_queue_delay_s=0.001)
     await batcher.start()
     model.fail_next = True
-    first = await asyncio.gather(batcher.submit(rows(1)), batcher.submit(rows(2)), return_exceptions=True)
+    first = await asyncio.gather(
+        batcher.submit(rows(1)), batcher.submit(rows(2)), return_exceptions=True
+    )
     assert all(isinstance(r, InferenceFailed) for r in first)
     assert "boom" in str(first[0])
     again = await batcher.submit(rows(3))
     assert int(again[0, 0]) == 3
 
 
-async def test_full_queue_rejects_at_once_with_retry_after(make_batcher, model) -> None:
+async def test_full_queue_rejects_at_once_with_retry_after(
+    make_batcher: Callable[..., MicroBatcher], model: FakeModel
+) -> None:
     model.gate = threading.Event()
     batcher = make_batcher(max_batch_size=2, max_queue_delay_s=0.0, max_queue_rows=4)
     await batcher.start()
@@ -154,7 +174,9 @@ async def test_full_queue_rejects_at_once_with_retry_after(make_batcher, model) 
     await asyncio.gather(running, *waiting)
 
 
-async def test_deadline_answers_504_and_frees_the_slot(make_batcher, model) -> None:
+async def test_deadline_answers_504_and_frees_the_slot(
+    make_batcher: Callable[..., MicroBatcher], model: FakeModel
+) -> None:
     model.gate = threading.Event()
     batcher = make_batcher(max_batch_size=1, max_queue_delay_s=0.0, max_queue_rows=2)
     await batcher.start()
@@ -169,7 +191,9 @@ async def test_deadline_answers_504_and_frees_the_slot(make_batcher, model) -> N
     assert model.calls == [1, 1]  # the abandoned request never reached the model
 
 
-async def test_cancelled_requests_are_dropped_from_the_batch(make_batcher, model) -> None:
+async def test_cancelled_requests_are_dropped_from_the_batch(
+    make_batcher: Callable[..., MicroBatcher], model: FakeModel
+) -> None:
     batcher = make_batcher(max_batch_size=8, max_queue_delay_s=0.03)
     await batcher.start()
     kept = asyncio.ensure_future(batcher.submit(rows(1)))
@@ -181,7 +205,9 @@ async def test_cancelled_requests_are_dropped_from_the_batch(make_batcher, model
     assert model.calls == [1]
 
 
-async def test_stop_finishes_accepted_work_then_refuses(make_batcher, model) -> None:
+async def test_stop_finishes_accepted_work_then_refuses(
+    make_batcher: Callable[..., MicroBatcher], model: FakeModel
+) -> None:
     batcher = make_batcher(max_batch_size=64, max_queue_delay_s=10.0)
     await batcher.start()
     pending = [asyncio.ensure_future(batcher.submit(rows(i))) for i in range(5)]
@@ -192,7 +218,7 @@ async def test_stop_finishes_accepted_work_then_refuses(make_batcher, model) -> 
         await batcher.submit(rows(9))
 
 
-async def test_unbatched_runner_makes_one_call_per_request(model) -> None:
+async def test_unbatched_runner_makes_one_call_per_request(model: FakeModel) -> None:
     runner = UnbatchedRunner(model, max_queue_rows=8)
     await runner.start()
     results = await asyncio.gather(*(runner.submit(rows(i, i + 1)) for i in range(3)))

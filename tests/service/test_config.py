@@ -61,7 +61,13 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
 def test_help_lists_settings_as_flags() -> None:
     result = run_cli("--help")
     assert result.returncode == 0
-    for flag in ["--port", "--workers", "--max-batch-size", "--max-queue-delay-ms", "--api-keys-file"]:
+    for flag in [
+        "--port",
+        "--workers",
+        "--max-batch-size",
+        "--max-queue-delay-ms",
+        "--api-keys-file",
+    ]:
         assert flag in result.stdout
 
 

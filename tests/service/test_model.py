@@ -35,7 +35,9 @@ def test_names_cannot_escape_the_repository(repository: Path, name: str) -> None
         resolve_version_dir(repository, name, 1)
 
 
-def test_symlinked_version_outside_the_repository_is_refused(repository: Path, tmp_path: Path) -> None:
+def test_symlinked_version_outside_the_repository_is_refused(
+    repository: Path, tmp_path: Path
+) -> None:
     outside = tmp_path.parent / f"{tmp_path.name}-outside"
     shutil.copytree(repository / "mnist-mlp" / "1", outside)
     (repository / "mnist-mlp" / "7").symlink_to(outside)

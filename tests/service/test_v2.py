@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from typing import Any
 
 import numpy as np
 import pytest
@@ -29,11 +30,20 @@ def test_server_and_model_metadata(client: TestClient) -> None:
     ("datatype", "shape", "nested"),
     [("FP32", [5, 784], False), ("FP32", [5, 1, 28, 28], True), ("UINT8", [5, 28, 28], False)],
 )
-def test_infer_pixel_tensors(client: TestClient, mnist_sample, datatype, shape, nested) -> None:
+def test_infer_pixel_tensors(
+    client: TestClient,
+    mnist_sample: tuple[np.ndarray, np.ndarray],
+    datatype: str,
+    shape: list[int],
+    nested: bool,
+) -> None:
     images, labels = mnist_sample
     batch = images[:5].astype(np.float32)
     data = batch.reshape(shape).tolist() if nested else batch.ravel().tolist()
-    body = {"id": "req-1", "inputs": [{"name": "pixels", "shape": shape, "datatype": datatype, "data": data}]}
+    body = {
+        "id": "req-1",
+        "inputs": [{"name": "pixels", "shape": shape, "datatype": datatype, "data": data}],
+    }
     answer = client.post(INFER, json=body)
     assert answer.status_code == 200, answer.text
     result = answer.json()
@@ -42,12 +52,16 @@ def test_infer_pixel_tensors(client: TestClient, mnist_sample, datatype, shape, 
     outputs = {o["name"]: o for o in result["outputs"]}
     assert outputs["digit"]["datatype"] == "INT64" and outputs["digit"]["shape"] == [5]
     assert outputs["digit"]["data"] == labels[:5].tolist()
-    probabilities = np.array(outputs["probabilities"]["data"]).reshape(outputs["probabilities"]["shape"])
+    probabilities = np.array(outputs["probabilities"]["data"]).reshape(
+        outputs["probabilities"]["shape"]
+    )
     assert probabilities.shape == (5, 10)
     assert np.allclose(probabilities.sum(axis=1), 1, atol=1e-4)
 
 
-def test_infer_bytes_images_and_output_selection(client: TestClient, mnist_sample) -> None:
+def test_infer_bytes_images_and_output_selection(
+    client: TestClient, mnist_sample: tuple[np.ndarray, np.ndarray]
+) -> None:
     images, labels = mnist_sample
     files = [base64.b64encode(png_bytes(images[i])).decode() for i in range(3)]
     body = {
@@ -61,7 +75,12 @@ def test_infer_bytes_images_and_output_selection(client: TestClient, mnist_sampl
 
 
 def tensor(**overrides: object) -> dict[str, object]:
-    item: dict[str, object] = {"name": "pixels", "shape": [1, 784], "datatype": "FP32", "data": [0.0] * 784}
+    item: dict[str, object] = {
+        "name": "pixels",
+        "shape": [1, 784],
+        "datatype": "FP32",
+        "data": [0.0] * 784,
+    }
     item.update(overrides)
     return {"inputs": [item]}
 
@@ -82,7 +101,9 @@ def tensor(**overrides: object) -> dict[str, object]:
         ({**tensor(), "outputs": [{"name": "logits2"}]}, 400, "unknown outputs"),
     ],
 )
-def test_malformed_requests(client: TestClient, body, status: int, fragment: str) -> None:
+def test_malformed_requests(
+    client: TestClient, body: dict[str, Any], status: int, fragment: str
+) -> None:
     answer = client.post(INFER, json=body)
     assert answer.status_code == status, answer.text
     assert fragment in answer.json()["error"]
