@@ -35,7 +35,8 @@ SEVEN_PNG = base64.b64decode(EXAMPLE_PNG_BASE64)
 KEY_A = "key-alpha-7f3c9e2b41d8a6f0"
 KEY_B = "key-bravo-0c5e8d1a2b3f4e6d"
 WRONG_KEY = "key-wrong-9a8b7c6d5e4f3a2b"
-PIXELS = {"pixels": [[0.0] * 28] * 28}
+# A vertical bar: a "1" that is not blank (blank pixels answer 422).
+PIXELS = {"pixels": [[255.0 if 12 <= column <= 15 else 0.0 for column in range(28)]] * 28}
 V2_BODY = {"inputs": [{"name": "p", "shape": [1, 784], "datatype": "FP32", "data": [0.0] * 784}]}
 
 # Every operation that costs work or reveals the model: (method, path, json body or None)
