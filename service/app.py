@@ -86,7 +86,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         state.model = info
         state.model_ref = {"name": info.name, "version": info.version}
         state.predictor = Predictor(runner, info, metrics, timeout_s=settings.request_timeout_s)
-        metrics.set_model(info.name, info.version, info.sha256)
+        metrics.set_model(info.name, info.version, info.variant, info.sha256)
         install_drain_on_sigterm(
             lifecycle, drain_delay_s=settings.drain_delay_s, grace_s=settings.shutdown_grace_s
         )
@@ -96,6 +96,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             extra={
                 "model": info.name,
                 "version": info.version,
+                "variant": info.variant,
                 "file": str(info.path),
                 "load_seconds": round(info.load_seconds, 3),
                 "batching": settings.batching,

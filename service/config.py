@@ -29,7 +29,9 @@ class Settings(BaseSettings):
         None, ge=1, description="Version to serve; default: the highest version present"
     )
     model_variant: str | None = Field(
-        None, description="Serve a variant file from the card (e.g. 'int8') instead of model.onnx"
+        None,
+        description="Variant file of the card to serve (e.g. 'int8', or 'base' for model.onnx); "
+        "default: the card's serving_variant",
     )
 
     # Batching

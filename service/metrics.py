@@ -129,8 +129,8 @@ class ServiceMetrics:
         )
         self.model_info = Gauge(
             "model_info",
-            "The served model: always 1, labelled with name, version and sha256.",
-            ["name", "version", "sha256"],
+            "The served model: always 1, labelled with name, version, variant and file sha256.",
+            ["name", "version", "variant", "sha256"],
             multiprocess_mode="max",
             namespace=NAMESPACE,
             registry=registry,
@@ -156,8 +156,10 @@ class ServiceMetrics:
         if low:
             self.low_confidence.inc(low)
 
-    def set_model(self, name: str, version: int, sha256: str) -> None:
-        self.model_info.labels(name=name, version=str(version), sha256=sha256).set(1)
+    def set_model(self, name: str, version: int, variant: str, sha256: str) -> None:
+        self.model_info.labels(name=name, version=str(version), variant=variant, sha256=sha256).set(
+            1
+        )
 
     def render(self) -> tuple[bytes, str]:
         """The exposition text: every worker's numbers merged in multiprocess mode."""

@@ -21,6 +21,7 @@ from service.model_card import ModelCard, read_card, sha256_of
 PIXELS = 28 * 28
 NUM_CLASSES = 10
 PROBABILITIES_OUTPUT = "probabilities"
+BASE_VARIANT = "base"  # names the card's main `file`, overriding its serving_variant
 
 
 def list_versions(repository: Path, name: str) -> list[int]:
@@ -57,6 +58,7 @@ def resolve_version_dir(repository: Path, name: str, version: int | None) -> Pat
 class LoadedModelInfo:
     name: str
     version: int
+    variant: str
     sha256: str
     path: Path
     card: ModelCard
@@ -83,6 +85,10 @@ class OnnxModel:
             ) from error
 
         file_name, expected_sha = card.file, card.sha256
+        if variant is None:
+            variant = card.serving_variant
+        elif variant == BASE_VARIANT:
+            variant = None
         if variant is not None:
             if variant not in card.variants:
                 known = ", ".join(sorted(card.variants)) or "none"
@@ -120,6 +126,7 @@ class OnnxModel:
         self.info = LoadedModelInfo(
             name=card.name,
             version=card.version,
+            variant=variant or BASE_VARIANT,
             sha256=actual_sha,
             path=path,
             card=card,

@@ -74,6 +74,11 @@ class ModelCard(BaseModel):
     )
     data: dict[str, Any] = Field(default_factory=dict, description="dataset files and md5s")
     variants: dict[str, Variant] = Field(default_factory=dict)
+    serving_variant: str | None = Field(
+        None,
+        description="Variant the service loads by default (e.g. 'int8' when it is as accurate "
+        "and faster); None serves `file`",
+    )
 
 
 def sha256_of(path: Path) -> str:

@@ -77,7 +77,17 @@ def build_router() -> APIRouter:
         state = AppState.of(request)
         card = state.model.card.model_dump(mode="json")
         return FastJSONResponse(
-            {"models": [{**state.model_ref, "ready": state.lifecycle.ready, "card": card}]}
+            {
+                "models": [
+                    {
+                        **state.model_ref,
+                        "variant": state.model.variant,
+                        "file": state.model.path.name,
+                        "ready": state.lifecycle.ready,
+                        "card": card,
+                    }
+                ]
+            }
         )
 
     return router

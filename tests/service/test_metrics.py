@@ -261,7 +261,9 @@ def test_overload_rejections_match_429_answers(limits: dict[str, int], reason: s
 
 def test_model_info_labels_match_the_served_model(client: TestClient) -> None:
     card = json.loads((resolve_version_dir(MODELS, "mnist-mlp", None) / "model.json").read_text())
-    model_file = resolve_version_dir(MODELS, "mnist-mlp", None) / card["file"]
+    variant = card.get("serving_variant")  # the card chooses which file is served
+    served = card["variants"][variant]["file"] if variant else card["file"]
+    model_file = resolve_version_dir(MODELS, "mnist-mlp", None) / served
     samples = scrape(client)
     info = [(dict(ls), v) for (n, ls), v in samples.items() if n == "mnist_model_info"]
     assert len(info) == 1
@@ -270,6 +272,7 @@ def test_model_info_labels_match_the_served_model(client: TestClient) -> None:
     assert labels == {
         "name": card["name"],
         "version": str(card["version"]),
+        "variant": variant or "base",
         "sha256": hashlib.sha256(model_file.read_bytes()).hexdigest(),
     }
 

@@ -299,7 +299,7 @@ def test_corrupt_model_file_is_refused_with_one_line_naming_it(tmp_path: Path) -
     shutil.copytree(
         MODELS / "mnist-mlp" / "1", version_dir, ignore=shutil.ignore_patterns("report")
     )
-    model = version_dir / "model.onnx"
+    model = version_dir / "model.int8.onnx"  # the file the card says to serve
     data = bytearray(model.read_bytes())
     data[len(data) // 2] ^= 0xFF  # one flipped byte deep inside the weights
     model.write_bytes(bytes(data))
