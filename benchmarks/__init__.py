@@ -1,0 +1,1 @@
+"""Benchmarks of mnist-serve: `python -m benchmarks.run --quick|--full` (see docs/benchmarks.md)."""
