@@ -104,6 +104,10 @@ class MicroBatcher:
     def queued_rows(self) -> int:
         return self._queued_rows
 
+    @property
+    def max_queue_rows(self) -> int:
+        return self._max_queue_rows
+
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="micro-batcher")
 
@@ -247,6 +251,10 @@ class UnbatchedRunner:
     @property
     def queued_rows(self) -> int:
         return self._queued_rows
+
+    @property
+    def max_queue_rows(self) -> int:
+        return self._max_queue_rows
 
     async def start(self) -> None:
         pass

@@ -39,8 +39,10 @@ class Settings(BaseSettings):
         True, description="Dynamic micro-batching; off = one ORT call per request"
     )
     max_batch_size: int = Field(64, gt=0, le=4096, description="Most image rows in one ORT call")
+    # 0 measured best (docs/benchmarks.md): batches still form while the previous one
+    # runs, and a lone request is not held back waiting for company.
     max_queue_delay_ms: float = Field(
-        1.0, ge=0, le=1000, description="Longest the oldest queued row waits for a batch to fill"
+        0.0, ge=0, le=1000, description="Longest the oldest queued row waits for a batch to fill"
     )
     max_queue_size: int = Field(
         2048, gt=0, description="Most image rows waiting; beyond it requests get 429"

@@ -65,6 +65,48 @@ class LoadedModelInfo:
     load_seconds: float
 
 
+@dataclass(frozen=True)
+class VerifiedFiles:
+    card: ModelCard
+    path: Path  # the ONNX file to load
+    variant: str
+    sha256: str
+
+
+def verify_model_files(version_dir: Path, variant: str | None = None) -> VerifiedFiles:
+    """Read the card, pick the file (`variant`, else the card's serving_variant) and
+    check its sha256 against the card: cheap enough for a fail-fast check at start."""
+    try:
+        card = read_card(version_dir)
+    except (OSError, ValueError) as error:
+        raise ModelLoadError(
+            f"unreadable model card {version_dir / 'model.json'}: {error}"
+        ) from error
+
+    file_name, expected_sha = card.file, card.sha256
+    if variant is None:
+        variant = card.serving_variant
+    elif variant == BASE_VARIANT:
+        variant = None
+    if variant is not None:
+        if variant not in card.variants:
+            known = ", ".join(sorted(card.variants)) or "none"
+            raise ModelLoadError(
+                f"variant {variant!r} not in {version_dir}/model.json (has: {known})"
+            )
+        file_name, expected_sha = card.variants[variant].file, card.variants[variant].sha256
+    path = version_dir / file_name
+    if not path.is_file():
+        raise ModelLoadError(f"model file missing: {path}")
+    actual_sha = sha256_of(path)
+    if actual_sha != expected_sha:
+        raise ModelLoadError(
+            f"model file {path} does not match its card: sha256 {actual_sha[:12]}… "
+            f"!= {expected_sha[:12]}… (corrupt or replaced file)"
+        )
+    return VerifiedFiles(card, path, variant or BASE_VARIANT, actual_sha)
+
+
 class OnnxModel:
     """One onnxruntime session plus the card it was checked against."""
 
@@ -77,34 +119,8 @@ class OnnxModel:
         inter_op_threads: int = 1,
     ) -> None:
         started = time.perf_counter()
-        try:
-            card = read_card(version_dir)
-        except (OSError, ValueError) as error:
-            raise ModelLoadError(
-                f"unreadable model card {version_dir / 'model.json'}: {error}"
-            ) from error
-
-        file_name, expected_sha = card.file, card.sha256
-        if variant is None:
-            variant = card.serving_variant
-        elif variant == BASE_VARIANT:
-            variant = None
-        if variant is not None:
-            if variant not in card.variants:
-                known = ", ".join(sorted(card.variants)) or "none"
-                raise ModelLoadError(
-                    f"variant {variant!r} not in {version_dir}/model.json (has: {known})"
-                )
-            file_name, expected_sha = card.variants[variant].file, card.variants[variant].sha256
-        path = version_dir / file_name
-        if not path.is_file():
-            raise ModelLoadError(f"model file missing: {path}")
-        actual_sha = sha256_of(path)
-        if actual_sha != expected_sha:
-            raise ModelLoadError(
-                f"model file {path} does not match its card: sha256 {actual_sha[:12]}… "
-                f"!= {expected_sha[:12]}… (corrupt or replaced file)"
-            )
+        files = verify_model_files(version_dir, variant)
+        card, path = files.card, files.path
 
         options = ort.SessionOptions()
         # Deliberate thread counts: ORT's default (all cores, spinning) fights the
@@ -126,8 +142,8 @@ class OnnxModel:
         self.info = LoadedModelInfo(
             name=card.name,
             version=card.version,
-            variant=variant or BASE_VARIANT,
-            sha256=actual_sha,
+            variant=files.variant,
+            sha256=files.sha256,
             path=path,
             card=card,
             load_seconds=time.perf_counter() - started,

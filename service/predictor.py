@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from service.batching import MicroBatcher, UnbatchedRunner
+from service.errors import Overloaded
 from service.metrics import ServiceMetrics
 from service.model import PIXELS, LoadedModelInfo
 
@@ -38,6 +39,14 @@ class Predictor:
         self.model = model
         self.metrics = metrics
         self.timeout_s = timeout_s
+
+    def check_capacity(self) -> None:
+        """Refuse at once when the queue is full, before any image is decoded:
+        under overload the 429 must be cheap, or the refusals eat the capacity."""
+        if self.runner.queued_rows >= self.runner.max_queue_rows:
+            raise Overloaded(
+                f"the queue is full ({self.runner.queued_rows} images waiting); retry in a second"
+            )
 
     async def predict(self, pixels: np.ndarray, *, timeout_s: float | None = None) -> Predictions:
         """`pixels`: (n, 28, 28) or (n, 784), 0..255, white digit on black."""

@@ -52,6 +52,7 @@ def build_router() -> APIRouter:
         Photos and drawings of any size, colour or polarity are normalised like MNIST.
         Optional header `X-Request-Timeout-Ms` shortens the deadline."""
         state = AppState.of(request)
+        state.predictor.check_capacity()
         pixels = await parse_single(request, state.limits)
         result = await predict_while_connected(request, pixels)
         return FastJSONResponse(prediction_items(result, state.model_ref)[0])
@@ -67,6 +68,7 @@ def build_router() -> APIRouter:
         """Send images as repeated multipart field `files`, or JSON `{"images": ["<base64>", ...]}`.
         The answer lists one prediction per image, in the order sent."""
         state = AppState.of(request)
+        state.predictor.check_capacity()
         pixels = await parse_batch(request, state.limits)
         result = await predict_while_connected(request, pixels)
         return FastJSONResponse({"predictions": prediction_items(result, state.model_ref)})

@@ -183,6 +183,7 @@ def build_router() -> APIRouter:
         unknown = sorted(set(wanted) - set(OUTPUTS))
         if unknown:
             raise BadRequest(f"unknown outputs {unknown}; available: {list(OUTPUTS)}")
+        state.predictor.check_capacity()
         _check_depth(inference, state.limits.max_json_depth)
         pixels = await _input_pixels(inference.inputs[0], state)
         result = await predict_while_connected(request, pixels)
