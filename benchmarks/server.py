@@ -16,20 +16,13 @@ from pathlib import Path
 import httpx
 import psutil
 
+from tests.live_server import free_port
+
 ROOT = Path(__file__).resolve().parents[1]
 READY_TIMEOUT_S = 60.0
 _BUCKET = re.compile(r'^mnist_batch_size_rows_bucket\{le="([^"]+)"\} ([0-9.e+]+)$', re.M)
 _TOTALS = re.compile(r"^mnist_batch_size_rows_(sum|count) ([0-9.e+]+)$", re.M)
 SUM, COUNT = -1.0, -2.0  # keys of the histogram's _sum and _count in `batch_histogram`
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @dataclass

@@ -74,28 +74,15 @@ class _Slice:
     stop: int
 
 
-class MicroBatcher:
-    """Collects rows from concurrent `submit` calls into batches for `infer`."""
+class _Runner:
+    """What both runners share: the model call, the row-counted queue bound, one thread."""
 
-    def __init__(
-        self,
-        infer: InferFn,
-        *,
-        max_batch_size: int,
-        max_queue_delay_s: float,
-        max_queue_rows: int,
-        observer: BatchObserver | None = None,
-    ) -> None:
+    def __init__(self, infer: InferFn, *, max_queue_rows: int, observer: BatchObserver | None):
         self._infer = infer
-        self._max_batch = max_batch_size
-        self._delay = max_queue_delay_s
         self._max_queue_rows = max_queue_rows
         self._observer = observer or _NullObserver()
-        self._queue: deque[_Request] = deque()
         self._queued_rows = 0
-        self._wakeup = asyncio.Event()
         self._stopping = False
-        self._task: asyncio.Task[None] | None = None
         # One thread: batches run one after another, and ORT's own intra-op
         # threads decide how many cores one batch uses.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
@@ -107,6 +94,26 @@ class MicroBatcher:
     @property
     def max_queue_rows(self) -> int:
         return self._max_queue_rows
+
+
+class MicroBatcher(_Runner):
+    """Collects rows from concurrent `submit` calls into batches for `infer`."""
+
+    def __init__(
+        self,
+        infer: InferFn,
+        *,
+        max_batch_size: int,
+        max_queue_delay_s: float,
+        max_queue_rows: int,
+        observer: BatchObserver | None = None,
+    ) -> None:
+        super().__init__(infer, max_queue_rows=max_queue_rows, observer=observer)
+        self._max_batch = max_batch_size
+        self._delay = max_queue_delay_s
+        self._queue: deque[_Request] = deque()
+        self._wakeup = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="micro-batcher")
@@ -232,7 +239,7 @@ class MicroBatcher:
             offset += count
 
 
-class UnbatchedRunner:
+class UnbatchedRunner(_Runner):
     """The naive baseline (batching off): one onnxruntime call per request.
 
     Same interface as `MicroBatcher`, so the benchmark can compare the two.
@@ -241,20 +248,7 @@ class UnbatchedRunner:
     def __init__(
         self, infer: InferFn, *, max_queue_rows: int, observer: BatchObserver | None = None
     ):
-        self._infer = infer
-        self._max_queue_rows = max_queue_rows
-        self._observer = observer or _NullObserver()
-        self._queued_rows = 0
-        self._stopping = False
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
-
-    @property
-    def queued_rows(self) -> int:
-        return self._queued_rows
-
-    @property
-    def max_queue_rows(self) -> int:
-        return self._max_queue_rows
+        super().__init__(infer, max_queue_rows=max_queue_rows, observer=observer)
 
     async def start(self) -> None:
         pass
