@@ -20,6 +20,11 @@ EXAMPLE_PNG_BASE64 = (
 )
 
 
+# A "1" as 28x28 intensities (a vertical white bar on black): blank pixels answer 422,
+# so the documented example must hold a digit.
+EXAMPLE_PIXELS = [[255.0 if 12 <= column <= 15 else 0.0 for column in range(28)] for _ in range(28)]
+
+
 class ModelRef(BaseModel):
     name: str = Field(examples=["mnist-mlp"])
     version: int = Field(examples=[1])
@@ -100,7 +105,7 @@ PREDICT_BODY: dict[str, Any] = {
                 },
                 "examples": {
                     "base64 image": {"value": {"image": EXAMPLE_PNG_BASE64}},
-                    "pixels": {"value": {"pixels": [[0.0] * 28] * 28}},
+                    "pixels": {"value": {"pixels": EXAMPLE_PIXELS}},
                 },
             },
         },

@@ -20,7 +20,7 @@ from service.api.auth import documented_schemes
 from service.api.disconnect import predict_while_connected
 from service.api.parsing import check_depth, check_item_count, decode_base64, decode_images
 from service.api.responses import FastJSONResponse
-from service.api.schemas import EXAMPLE_PNG_BASE64, error_responses
+from service.api.schemas import EXAMPLE_PIXELS, EXAMPLE_PNG_BASE64, error_responses
 from service.api.state import AppState
 from service.errors import BadRequest, NotFound
 from service.model import PIXELS
@@ -66,7 +66,7 @@ class InferenceResponse(BaseModel):
 INFER_EXAMPLES = {
     "UINT8 pixels": {
         "value": {"inputs": [{"name": "pixels", "shape": [1, 28, 28], "datatype": "UINT8",
-                              "data": [0] * PIXELS}]}
+                              "data": [int(v) for row in EXAMPLE_PIXELS for v in row]}]}
     },
     "BYTES image file": {
         "value": {"inputs": [{"name": "image", "shape": [1], "datatype": "BYTES",

@@ -160,3 +160,19 @@ def test_pixels_json_cannot_fake_an_image_class(client: TestClient) -> None:
     blank = client.post("/v1/predict", json={"pixels": [[0] * 28] * 28})
     assert blank.status_code == 422
     assert "blank" in blank.json()["error"]
+
+
+def test_every_documented_example_gets_a_real_answer(client: TestClient) -> None:
+    """The /docs examples are what people try first: each must be answered, not refused."""
+    paths = client.get("/openapi.json").json()["paths"]
+    tried = 0
+    for path, call in [("/v1/predict", "/v1/predict"), ("/v1/predict/batch", "/v1/predict/batch"),
+                       ("/v2/models/{name}/infer", "/v2/models/mnist-mlp/infer")]:  # fmt: skip
+        content = paths[path]["post"]["requestBody"]["content"]["application/json"]
+        examples = [e["value"] for e in content.get("examples", {}).values()]
+        examples += [content["example"]] if "example" in content else []
+        for body in examples:
+            answer = client.post(call, json=body)
+            assert answer.status_code == 200, (path, answer.text)
+            tried += 1
+    assert tried >= 5
