@@ -23,9 +23,9 @@ from pathlib import Path
 import numpy as np
 import orjson
 
+from evaluation.samples import load_digits
 from service.batching import MicroBatcher, UnbatchedRunner
 from service.model import OnnxModel
-from tests.load.pool import load_digits
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import orjson
 
-from tests.load.pool import Item, build_pool, multipart
+from evaluation.uploads import Item, build_pool, multipart
 
 BATCH = 64  # images per batch request (the speed goal's size)
 VARIANTS = 32  # distinct bodies per scenario

@@ -24,10 +24,10 @@ from typing import Any
 import numpy as np
 import orjson
 
+from evaluation.uploads import build_pool
 from service.api.rest import prediction_items
 from service.api.v2 import InferenceRequest, _pixel_rows
 from service.predictor import Predictions
-from tests.load.pool import build_pool
 
 MODEL_REF: dict[str, object] = {"name": "mnist-mlp", "version": 1}
 

@@ -21,7 +21,7 @@ import numpy as np
 import onnxruntime as ort
 import orjson
 
-from tests.load.pool import load_digits
+from evaluation.samples import load_digits
 
 ROOT = Path(__file__).resolve().parents[1]
 BATCHES = (1, 8, 32, 64, 128, 512)

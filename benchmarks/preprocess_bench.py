@@ -21,8 +21,8 @@ from collections.abc import Callable
 import numpy as np
 from PIL import Image
 
+from evaluation.samples import load_sample
 from service.preprocess import preprocess_image
-from tests.training.mnist_sample import load_sample
 
 
 def encode(image: Image.Image, image_format: str, **options: object) -> bytes:

@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import psutil
 
-from tests.live_server import free_port
+from evaluation.live_server import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 READY_TIMEOUT_S = 60.0

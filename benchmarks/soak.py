@@ -29,9 +29,17 @@ from pathlib import Path
 
 import psutil
 
-from tests.live_server import live_server
-from tests.reliability.loadgen import Result, build_request, closed_loop, open_loop, percentile
-from tests.reliability.support import SEVEN_PNG, host_port, run_async
+from evaluation.live_server import live_server
+from evaluation.loadgen import (
+    Result,
+    build_request,
+    closed_loop,
+    host_port,
+    open_loop,
+    percentile,
+    run_async,
+)
+from evaluation.samples import SEVEN_PNG
 
 
 @dataclass

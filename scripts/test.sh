@@ -22,5 +22,5 @@ python -m pip install -q --disable-pip-version-check -e ".[train,dev]"
 
 python -m ruff check .
 python -m ruff format --check .
-python -m mypy service training tests benchmarks
+python -m mypy service training evaluation tests benchmarks
 python -m pytest "$@"

@@ -11,9 +11,9 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from evaluation.samples import load_sample
 from service.app import create_app
 from service.config import Settings
-from tests.training.mnist_sample import load_sample
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ROOT / "models"

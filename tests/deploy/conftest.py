@@ -11,6 +11,7 @@ import httpx
 import numpy as np
 import pytest
 
+from evaluation.live_server import live_server
 from tests.deploy.prometheus_server import (
     JOB,
     MonitoredService,
@@ -19,7 +20,6 @@ from tests.deploy.prometheus_server import (
     prometheus_server,
     require_binary,
 )
-from tests.live_server import live_server
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRAPE_WAIT_S = 20.0

@@ -17,7 +17,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.live_server import LiveServer, free_port
+from evaluation.live_server import LiveServer, free_port
 
 T = TypeVar("T")
 ROOT = Path(__file__).resolve().parents[2]

@@ -12,7 +12,7 @@ Without user class names the `MixedUser` profile runs; name one or more of
 (several named classes share the users by their `weight`).
 
 The images come from a labelled pool (MNIST test digits re-rendered as PNG and
-JPEG files of several sizes, polarities and inks; `tests/load/pool.py`). Each
+JPEG files of several sizes, polarities and inks; `evaluation/uploads.py`). Each
 answer is validated and its digit compared with the label: the run fails when
 accuracy < `--min-accuracy`, failures > `--max-fail-ratio`, or the aggregated
 p95/p99 exceed their limits. `--csv PREFIX` also writes `PREFIX_accuracy.json`.
@@ -34,6 +34,7 @@ from locust.argument_parser import LocustArgumentParser
 from locust.env import Environment
 from locust.runners import MasterRunner, WorkerRunner
 
+from evaluation.uploads import Item, build_pool, multipart
 from tests.load.checks import (
     Accuracy,
     BadAnswer,
@@ -42,7 +43,6 @@ from tests.load.checks import (
     check_prediction,
     check_v2,
 )
-from tests.load.pool import Item, build_pool, multipart
 
 log = logging.getLogger("mnist-load")
 MODEL = os.environ.get("MNIST_LOAD_MODEL", "mnist-mlp")

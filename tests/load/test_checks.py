@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from evaluation.uploads import KINDS, build_pool, multipart
 from tests.load.checks import (
     Accuracy,
     BadAnswer,
@@ -14,7 +15,6 @@ from tests.load.checks import (
     check_prediction,
     check_v2,
 )
-from tests.load.pool import KINDS, build_pool, multipart
 
 
 def prediction(digit: int = 3) -> dict[str, Any]:

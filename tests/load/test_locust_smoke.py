@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.live_server import ROOT, LiveServer, live_server
+from evaluation.live_server import ROOT, LiveServer, live_server
 
 LOCUSTFILE = ROOT / "tests" / "load" / "locustfile.py"
 pytestmark = pytest.mark.slow

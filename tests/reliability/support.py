@@ -2,31 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
-import base64
 import socket
 import time
-from collections.abc import Callable, Coroutine
-from typing import Any, TypeVar
-from urllib.parse import urlsplit
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from service.api.schemas import EXAMPLE_PNG_BASE64
-
-T = TypeVar("T")
-
-# A 28x28 MNIST "7" as PNG: the fast path of the preprocessor, so the model dominates.
-SEVEN_PNG = base64.b64decode(EXAMPLE_PNG_BASE64)
+from evaluation.loadgen import host_port
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
-
-
-def host_port(url: str) -> tuple[str, int]:
-    parts = urlsplit(url)
-    assert parts.hostname == "127.0.0.1" and parts.port is not None
-    return parts.hostname, parts.port
 
 
 def scrape(url: str) -> Samples:
@@ -42,16 +26,6 @@ def scrape(url: str) -> Samples:
 
 def metric(samples: Samples, name: str, **labels: str) -> float:
     return samples.get((name, frozenset(labels.items())), 0.0)
-
-
-def run_async(factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
-    """Run a coroutine on uvloop when available: the load generator needs a cheap loop."""
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop ships with uvicorn[standard]
-        return asyncio.run(factory())
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(factory())
 
 
 def raw_connection(url: str, timeout_s: float = 10.0) -> socket.socket:

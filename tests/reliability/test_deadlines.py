@@ -14,16 +14,10 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.live_server import LiveServer, live_server
-from tests.reliability.loadgen import build_request
-from tests.reliability.support import (
-    SEVEN_PNG,
-    Samples,
-    metric,
-    raw_connection,
-    scrape,
-    wait_for_metric,
-)
+from evaluation.live_server import LiveServer, live_server
+from evaluation.loadgen import build_request
+from evaluation.samples import SEVEN_PNG
+from tests.reliability.support import Samples, metric, raw_connection, scrape, wait_for_metric
 
 pytestmark = pytest.mark.slow
 

@@ -19,9 +19,9 @@ import httpx
 import orjson
 import pytest
 
-from tests.live_server import LiveServer, live_server
-from tests.reliability.loadgen import build_request, read_response
-from tests.reliability.support import SEVEN_PNG, host_port, run_async
+from evaluation.live_server import LiveServer, live_server
+from evaluation.loadgen import build_request, host_port, read_response, run_async
+from evaluation.samples import SEVEN_PNG
 
 pytestmark = pytest.mark.slow
 

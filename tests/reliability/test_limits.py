@@ -22,9 +22,9 @@ import orjson
 import pytest
 from PIL import Image
 
-from tests.live_server import LiveServer, live_server
+from evaluation.live_server import LiveServer, live_server
+from evaluation.samples import SEVEN_PNG
 from tests.reliability.support import (
-    SEVEN_PNG,
     metric,
     raw_connection,
     read_raw_response,

@@ -29,16 +29,18 @@ import orjson
 import psutil
 import pytest
 
-from tests.live_server import live_server
-from tests.reliability.loadgen import Run, build_request, closed_loop, open_loop, percentile
-from tests.reliability.support import (
-    SEVEN_PNG,
+from evaluation.live_server import live_server
+from evaluation.loadgen import (
+    Run,
+    build_request,
+    closed_loop,
     host_port,
-    metric,
+    open_loop,
+    percentile,
     run_async,
-    scrape,
-    wait_for_metric,
 )
+from evaluation.samples import SEVEN_PNG
+from tests.reliability.support import metric, scrape, wait_for_metric
 
 pytestmark = pytest.mark.slow
 

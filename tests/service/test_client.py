@@ -13,10 +13,10 @@ import httpx
 import numpy as np
 import pytest
 
+from evaluation.live_server import ROOT, LiveServer, free_port, live_server
+from evaluation.samples import load_sample
 from service.client import ClientError, DigitClient, main
 from tests.conftest import png_bytes
-from tests.live_server import ROOT, LiveServer, free_port, live_server
-from tests.training.mnist_sample import load_sample
 
 SAMPLES = range(8)  # MNIST test digits 0..7: labels 7 2 1 0 4 1 4 9
 

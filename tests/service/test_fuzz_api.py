@@ -21,9 +21,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis import checks
 
+from evaluation.live_server import LiveServer, live_server
 from service.app import create_app
 from service.config import Settings
-from tests.live_server import LiveServer, live_server
 
 # Small limits so that generated bodies reach them; a short deadline so nothing hangs.
 LIMITS = {

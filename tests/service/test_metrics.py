@@ -25,10 +25,10 @@ from fastapi.testclient import TestClient
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
+from evaluation.live_server import live_server
 from service.app import create_app
 from service.config import Settings
 from service.model import resolve_version_dir
-from tests.live_server import live_server
 
 ROOT = Path(__file__).resolve().parents[2]
 MODELS = ROOT / "models"

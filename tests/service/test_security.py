@@ -22,13 +22,13 @@ import orjson
 import pytest
 from fastapi.testclient import TestClient
 
+from evaluation.live_server import ROOT, free_port, live_server
 from service.api.auth import ApiKeyCheck
 from service.api.schemas import EXAMPLE_PNG_BASE64
 from service.app import create_app
 from service.config import Settings
 from service.errors import ModelLoadError
 from service.model import resolve_version_dir
-from tests.live_server import ROOT, free_port, live_server
 
 MODELS = ROOT / "models"
 SEVEN_PNG = base64.b64decode(EXAMPLE_PNG_BASE64)

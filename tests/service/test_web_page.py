@@ -27,9 +27,9 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import WebDriverWait
 
+from evaluation.live_server import LiveServer, live_server
+from evaluation.samples import load_sample
 from tests.conftest import png_bytes
-from tests.live_server import LiveServer, live_server
-from tests.training.mnist_sample import load_sample
 
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 CHROMIUM = next(

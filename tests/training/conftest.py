@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.training.mnist_sample import load_sample
+from evaluation.samples import load_sample
 
 
 @pytest.fixture(scope="session", autouse=True)

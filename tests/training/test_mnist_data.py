@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.training.mnist_sample import (
+from evaluation.samples import (
     SAMPLE_IMAGES,
     SAMPLE_IMAGES_MD5,
     SAMPLE_LABELS,

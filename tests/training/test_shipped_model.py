@@ -8,8 +8,8 @@ import numpy as np
 import onnx
 import pytest
 
+from evaluation.samples import REPO
 from service.model_card import ModelCard, read_card, sha256_of
-from tests.training.mnist_sample import REPO
 from training.export import onnx_predict, session
 
 MODEL_ROOT = REPO / "models" / "mnist-mlp"

@@ -9,7 +9,6 @@ Used by the Locust suite (`tests/load/locustfile.py`) and the wrk benchmark
 from __future__ import annotations
 
 import base64
-import gzip
 import io
 import random
 from collections.abc import Sequence
@@ -19,13 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parents[2]
-SAMPLE_DIR = ROOT / "tests" / "data"
-SAMPLE_IMAGES = "t10k-sample1000-images-idx3-ubyte.gz"
-SAMPLE_LABELS = "t10k-sample1000-labels-idx1-ubyte.gz"
-FULL_IMAGES = "t10k-images-idx3-ubyte.gz"
-FULL_LABELS = "t10k-labels-idx1-ubyte.gz"
-IMAGE_MAGIC, LABEL_MAGIC = 2051, 2049
+from evaluation.samples import load_digits
 
 # How the digits are rendered; the name is kept on each item for per-kind accuracy.
 KINDS = ("png28", "png-paper", "png-canvas", "jpeg-photo", "png-colour")
@@ -48,28 +41,6 @@ class Item:
     @property
     def filename(self) -> str:
         return "digit.jpg" if self.content_type == "image/jpeg" else "digit.png"
-
-
-def _read_idx(path: Path, magic: int) -> np.ndarray:
-    data = gzip.decompress(path.read_bytes())
-    found = int.from_bytes(data[:4], "big")
-    if found != magic:
-        raise ValueError(f"{path}: IDX magic {found}, expected {magic}")
-    if magic == IMAGE_MAGIC:
-        count, rows, cols = (int.from_bytes(data[i : i + 4], "big") for i in (4, 8, 12))
-        return np.frombuffer(data, np.uint8, offset=16).reshape(count, rows, cols)
-    count = int.from_bytes(data[4:8], "big")
-    return np.frombuffer(data, np.uint8, offset=8)[:count]
-
-
-def load_digits(data_dir: Path | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """MNIST test digits (n, 28, 28) uint8 and labels (n,): the committed 1,000-digit
-    sample by default, or the full t10k set from `data_dir` (e.g. shared/data/mnist)."""
-    if data_dir is None:
-        folder, images, labels = SAMPLE_DIR, SAMPLE_IMAGES, SAMPLE_LABELS
-    else:
-        folder, images, labels = data_dir, FULL_IMAGES, FULL_LABELS
-    return _read_idx(folder / images, IMAGE_MAGIC), _read_idx(folder / labels, LABEL_MAGIC)
 
 
 def _encode(image: Image.Image, fmt: str, **options: object) -> bytes:
