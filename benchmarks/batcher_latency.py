@@ -5,7 +5,7 @@
 One client sends single-image requests one after another (the next only after
 the answer), which is the "concurrency 1" case of the speed goal. Compared:
   direct      `OnnxModel.predict(row)` called inline: the model alone
-  unbatched   `UnbatchedRunner.submit`: the same call through the worker thread
+  unbatched   `MicroBatcher(merge_requests=False)`: the same call through the inference thread
   batched-Xms `MicroBatcher.submit` with max_queue_delay X ms (the service path)
 Rounds alternate the variants so drift (a shared CPU) hits all alike. Prints JSON
 with the p50/p90/p99 of each and the batcher's added p50 over `direct`.
@@ -24,7 +24,7 @@ import numpy as np
 import orjson
 
 from evaluation.samples import load_digits
-from service.batching import MicroBatcher, UnbatchedRunner
+from service.batching import MicroBatcher
 from service.model import OnnxModel
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,7 +53,14 @@ async def measure(
         return model.predict(row)
 
     runners["direct"] = direct
-    unbatched = UnbatchedRunner(model.predict, max_queue_rows=2048)
+    unbatched = MicroBatcher(
+        model.predict,
+        max_batch_size=1,
+        max_queue_delay_s=0.0,
+        max_queue_rows=2048,
+        merge_requests=False,
+    )
+    await unbatched.start()
     runners["unbatched"] = unbatched.submit
     batchers = []
     for delay in delays_ms:

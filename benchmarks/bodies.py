@@ -88,7 +88,7 @@ def write_bodies(root: Path) -> dict[str, BodySet]:
             {
                 "inputs": [
                     {
-                        "name": "pixels",
+                        "name": "image_u8",
                         "shape": [BATCH, 28, 28],
                         "datatype": "UINT8",
                         "data": [i.pixels for i in group],

@@ -1,7 +1,12 @@
-"""The app factory: `create_app(settings)` builds a FastAPI app whose lifespan
-loads the model, warms it up, starts the batcher, and on shutdown drains it.
+"""The app factory: `create_app(settings)` builds the ASGI app; its lifespan loads
+the model, warms it up, starts the batcher, and on shutdown drains it.
 
-Nothing happens at import time; `uvicorn --factory service.app:create_app` works.
+A request passes, in order: `Observation` (request id, metrics, access log),
+`Admission` (draining, API key, in-flight limit, declared size), then either
+`FastRoutes` (the hot endpoints, called directly) or FastAPI's router (every
+other endpoint). Endpoints parse, call a `Predictor`, and answer.
+
+Nothing happens at import time.
 """
 
 from __future__ import annotations
@@ -10,23 +15,28 @@ import logging
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
+from fastapi.routing import APIRoute
 from prometheus_client import multiprocess
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.api import health, rest, v2, web
-from service.api.auth import ApiKeyCheck, ApiKeyGate
+from service.api.admission import Admission
+from service.api.auth import ApiKeyCheck
 from service.api.errors import install_error_handlers
-from service.api.middleware import RequestMiddleware
+from service.api.fast_routes import FastRoutes, is_served_directly
+from service.api.observation import Observation
 from service.api.parsing import Limits
-from service.api.state import AppState
-from service.batching import MicroBatcher, UnbatchedRunner
+from service.batching import MicroBatcher
 from service.config import Settings
-from service.lifecycle import Lifecycle, install_drain_on_sigterm
-from service.logs import configure_logging
+from service.lifecycle import Lifecycle
+from service.logs import AccessLog
 from service.metrics import ServiceMetrics, multiprocess_dir
 from service.model import OnnxModel, resolve_version_dir
 from service.predictor import Predictor
+from service.registry import ModelRegistry
 
 log = logging.getLogger("service")
 
@@ -41,9 +51,69 @@ Errors always answer `{"error": "..."}` with a 4xx/5xx status.
 """
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+async def load_predictor(settings: Settings, metrics: ServiceMetrics) -> Predictor:
+    """Load, check and warm up the configured model version; start its batcher."""
+    version_dir = resolve_version_dir(
+        settings.model_repository, settings.model_name, settings.model_version
+    )
+    model = OnnxModel(
+        version_dir,
+        variant=settings.model_variant,
+        intra_op_threads=settings.ort_intra_op_threads,
+        inter_op_threads=settings.ort_inter_op_threads,
+    )
+    model.warm_up(settings.max_batch_size)
+    batcher = MicroBatcher(
+        model.predict,
+        max_batch_size=settings.max_batch_size if settings.batching else 1,
+        max_queue_delay_s=settings.max_queue_delay_ms / 1000,
+        max_queue_rows=settings.max_queue_size,
+        observer=metrics,
+        merge_requests=settings.batching,
+    )
+    await batcher.start()
+    info = model.info
+    metrics.set_model(info.name, info.version, info.variant, info.sha256)
+    log.info(
+        "model loaded",
+        extra={
+            "model": info.name,
+            "version": info.version,
+            "variant": info.variant,
+            "file": str(info.path),
+            "load_seconds": round(info.load_seconds, 3),
+            "batching": settings.batching,
+        },
+    )
+    return Predictor(batcher, info, timeout_s=settings.request_timeout_s)
+
+
+class ServiceApp:
+    """The ASGI app the server runs: three small layers in front of FastAPI.
+
+    `Observation` -> `Admission` -> `FastRoutes` -> FastAPI. The hot endpoints
+    never enter FastAPI's own middleware stack (error pages, telemetry, body
+    limits, exit stacks), which would cost more than the prediction itself;
+    FastAPI still serves and documents everything else, and runs the lifespan.
+    """
+
+    def __init__(self, fastapi: FastAPI, chain: ASGIApp) -> None:
+        self.fastapi = fastapi
+        self.chain = chain
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.chain(scope, receive, send)
+
+    def openapi(self) -> dict[str, Any]:
+        """The OpenAPI document FastAPI builds for every endpoint (served at /openapi.json)."""
+        return self.fastapi.openapi()
+
+
+def create_app(
+    settings: Settings | None = None, *, lifecycle: Lifecycle | None = None
+) -> ServiceApp:
     settings = settings or Settings()
-    lifecycle = Lifecycle()
+    lifecycle = lifecycle or Lifecycle()
     metrics = ServiceMetrics(
         max_batch_size=settings.max_batch_size,
         low_confidence_threshold=settings.low_confidence_threshold,
@@ -54,96 +124,52 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         max_batch_items=settings.max_batch_items,
         max_json_depth=settings.max_json_depth,
     )
-    state = AppState(settings=settings, limits=limits, lifecycle=lifecycle, metrics=metrics)
+    registry = ModelRegistry(settings.model_name)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        version_dir = resolve_version_dir(
-            settings.model_repository, settings.model_name, settings.model_version
-        )
-        model = OnnxModel(
-            version_dir,
-            variant=settings.model_variant,
-            intra_op_threads=settings.ort_intra_op_threads,
-            inter_op_threads=settings.ort_inter_op_threads,
-        )
-        model.warm_up(settings.max_batch_size)
-        runner: MicroBatcher | UnbatchedRunner
-        if settings.batching:
-            runner = MicroBatcher(
-                model.predict,
-                max_batch_size=settings.max_batch_size,
-                max_queue_delay_s=settings.max_queue_delay_ms / 1000,
-                max_queue_rows=settings.max_queue_size,
-                observer=metrics,
-            )
-        else:
-            runner = UnbatchedRunner(
-                model.predict, max_queue_rows=settings.max_queue_size, observer=metrics
-            )
-        await runner.start()
-        info = model.info
-        state.model = info
-        state.model_ref = {"name": info.name, "version": info.version}
-        state.predictor = Predictor(runner, info, metrics, timeout_s=settings.request_timeout_s)
-        metrics.set_model(info.name, info.version, info.variant, info.sha256)
-        install_drain_on_sigterm(
-            lifecycle, drain_delay_s=settings.drain_delay_s, grace_s=settings.shutdown_grace_s
-        )
+        predictor = await load_predictor(settings, metrics)
+        registry.add(predictor)
         lifecycle.ready = True
-        log.info(
-            "ready",
-            extra={
-                "model": info.name,
-                "version": info.version,
-                "variant": info.variant,
-                "file": str(info.path),
-                "load_seconds": round(info.load_seconds, 3),
-                "batching": settings.batching,
-            },
-        )
+        log.info("ready")
         try:
             yield
         finally:
             lifecycle.begin_drain()
-            await runner.stop()
+            for served in registry.served():
+                await served.batcher.stop()
             if multiprocess_dir():
                 multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
             log.info("stopped")
 
     app = FastAPI(
         title="mnist-serve",
-        version="0.1.0",
+        version=v2.server_version(),
         description=DESCRIPTION,
         lifespan=lifespan,
     )
-    app.state.service = state
     install_error_handlers(app, metrics)
-    app.include_router(web.router)
-    app.include_router(rest.build_router())
-    app.include_router(v2.build_router())
-    app.include_router(health.build_router())
-    # Middleware added last runs first: RequestMiddleware (ids, metrics, limits), then the key gate.
-    app.add_middleware(
-        ApiKeyGate,
-        check=ApiKeyCheck(settings.load_api_keys()),
+    routers = [
+        web.router,
+        rest.build_router(registry, limits, lifecycle),
+        v2.build_router(registry, limits, lifecycle),
+        health.build_router(lifecycle, metrics),
+    ]
+    for router in routers:
+        app.include_router(router)
+    hot = [route for router in routers for route in router.routes if is_served_directly(route)]
+    assert all(isinstance(route, APIRoute) for route in hot)
+    chain = Observation(
+        Admission(
+            FastRoutes(app, routes=hot, metrics=metrics),
+            lifecycle=lifecycle,
+            metrics=metrics,
+            keys=ApiKeyCheck(settings.load_api_keys()),
+            metrics_protected=settings.metrics_require_key,
+            max_body_bytes=settings.max_upload_bytes,
+            max_concurrent=settings.max_concurrent_requests,
+        ),
         metrics=metrics,
-        metrics_protected=settings.metrics_require_key,
+        access_log=AccessLog() if settings.access_log else None,
     )
-    app.add_middleware(
-        RequestMiddleware,
-        metrics=metrics,
-        lifecycle=lifecycle,
-        max_body_bytes=settings.max_upload_bytes,
-        body_timeout_s=settings.body_timeout_s,
-        max_concurrent=settings.max_concurrent_requests,
-        log_requests=settings.access_log,
-    )
-    return app
-
-
-def create_app_from_env() -> FastAPI:
-    """Factory for uvicorn worker processes: settings come from MNIST_* variables."""
-    settings = Settings()
-    configure_logging(settings.log_level)  # each worker process logs JSON too
-    return create_app(settings)
+    return ServiceApp(app, chain)

@@ -1,11 +1,21 @@
 """Dynamic micro-batching: many small requests, one onnxruntime call.
 
-Requests put image rows on a bounded queue; one loop takes rows in arrival
-order and flushes when `max_batch_size` rows are waiting or when the OLDEST
-waiting row has waited `max_queue_delay`. The batch runs in a worker thread so
-the event loop keeps parsing requests meanwhile; the results are scattered back
-in order. The queue is counted in rows, not requests: a request with 40 images
+Requests put image rows on a bounded queue owned by one inference thread. The
+thread takes rows in arrival order and runs a batch when `max_batch_size` rows
+are waiting or when the OLDEST waiting row has waited `max_queue_delay`; with
+the default delay of 0 it simply takes whatever arrived while the previous
+batch ran. The queue is counted in rows, not requests: a request with 40 images
 may be split across two batches and is answered when its last row is done.
+
+The hand-off is cheap on purpose: the event loop wakes an idle thread once per
+loop turn (not once per request), so everything parsed in that turn forms one
+batch, and the thread hands a finished batch back with ONE call into the loop,
+which then answers every request of that batch. Running onnxruntime in
+the thread keeps the event loop parsing requests meanwhile (`run` releases the
+GIL), and the next batch forms while the current one runs.
+
+Each image is copied once, into the batch buffer (converted to float32 there),
+and results are returned as views of the batch's output.
 
 Knows nothing of HTTP (errors are `service.errors` types) or of Prometheus
 (it reports through the small `BatchObserver` protocol).
@@ -14,21 +24,22 @@ Knows nothing of HTTP (errors are `service.errors` types) or of Prometheus
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
 
 from service.errors import (
+    ClientDisconnected,
     DeadlineExceeded,
     InferenceFailed,
     Overloaded,
     PayloadTooLarge,
+    ServiceError,
     ShuttingDown,
 )
 
@@ -38,13 +49,13 @@ InferFn = Callable[[np.ndarray], np.ndarray]
 class BatchObserver(Protocol):
     """What the batcher reports; `service.metrics` implements it with Prometheus."""
 
-    def batch_done(self, rows: int, seconds: float) -> None: ...
+    def batch_done(self, probabilities: np.ndarray, seconds: float) -> None: ...
     def queue_waited(self, seconds: float) -> None: ...
     def queue_depth(self, rows: int) -> None: ...
 
 
-class _NullObserver:
-    def batch_done(self, rows: int, seconds: float) -> None:
+class NullObserver:
+    def batch_done(self, probabilities: np.ndarray, seconds: float) -> None:
         pass
 
     def queue_waited(self, seconds: float) -> None:
@@ -56,15 +67,13 @@ class _NullObserver:
 
 @dataclass(eq=False)
 class _Request:
-    rows: np.ndarray
+    rows: np.ndarray  # (n, row_size), any numeric dtype
     future: asyncio.Future[np.ndarray]
     enqueued_at: float
-    taken: int = 0  # rows already handed to a batch
-    parts: list[np.ndarray] = field(default_factory=list)
-
-    @property
-    def untaken(self) -> int:
-        return len(self.rows) - self.taken
+    abandoned: Callable[[], bool] | None  # e.g. "has the client gone?", polled by the thread
+    taken: int = 0  # rows handed to a batch so far (guarded by the batcher's lock)
+    parts: list[np.ndarray] = field(default_factory=list)  # results so far, in order
+    timer: asyncio.TimerHandle | None = None
 
 
 @dataclass(frozen=True)
@@ -74,30 +83,12 @@ class _Slice:
     stop: int
 
 
-class _Runner:
-    """What both runners share: the model call, the row-counted queue bound, one thread."""
+class MicroBatcher:
+    """Collects rows from concurrent `submit` calls into batches for `infer`.
 
-    def __init__(self, infer: InferFn, *, max_queue_rows: int, observer: BatchObserver | None):
-        self._infer = infer
-        self._max_queue_rows = max_queue_rows
-        self._observer = observer or _NullObserver()
-        self._queued_rows = 0
-        self._stopping = False
-        # One thread: batches run one after another, and ORT's own intra-op
-        # threads decide how many cores one batch uses.
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
-
-    @property
-    def queued_rows(self) -> int:
-        return self._queued_rows
-
-    @property
-    def max_queue_rows(self) -> int:
-        return self._max_queue_rows
-
-
-class MicroBatcher(_Runner):
-    """Collects rows from concurrent `submit` calls into batches for `infer`."""
+    `merge_requests=False` makes every batch exactly one request (the naive
+    one-call-per-request baseline the benchmark compares against).
+    """
 
     def __init__(
         self,
@@ -107,172 +98,250 @@ class MicroBatcher(_Runner):
         max_queue_delay_s: float,
         max_queue_rows: int,
         observer: BatchObserver | None = None,
+        merge_requests: bool = True,
+        row_size: int = 784,
     ) -> None:
-        super().__init__(infer, max_queue_rows=max_queue_rows, observer=observer)
+        self._infer = infer
         self._max_batch = max_batch_size
         self._delay = max_queue_delay_s
+        self._max_queue_rows = max_queue_rows
+        self._observer = observer or NullObserver()
+        self._merge = merge_requests
+        self._row_size = row_size
         self._queue: deque[_Request] = deque()
-        self._wakeup = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._queued_rows = 0  # rows not yet taken by a batch
+        self._lock = threading.Lock()
+        self._wakeup = threading.Condition(self._lock)
+        self._idle = False  # the thread waits for work: the next submit must wake it
+        self._wake_scheduled = False  # a wake-up is due at the end of this event-loop turn
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopped: asyncio.Future[None] | None = None
+
+    @property
+    def queued_rows(self) -> int:
+        return self._queued_rows
+
+    @property
+    def max_queue_rows(self) -> int:
+        return self._max_queue_rows
+
+    def has_room(self) -> bool:
+        """False when the queue is full: refuse before decoding anything."""
+        return self._queued_rows < self._max_queue_rows
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="micro-batcher")
+        self._loop = asyncio.get_running_loop()
+        self._stopped = self._loop.create_future()
+        self._thread = threading.Thread(target=self._run, name="inference", daemon=True)
+        self._thread.start()
 
     async def stop(self) -> None:
-        """Refuse new work, finish every row already accepted, then stop the loop."""
-        self._stopping = True
-        self._wakeup.set()
-        if self._task is not None:
-            await self._task
-        self._executor.shutdown(wait=True)
+        """Refuse new work, finish every row already accepted, then end the thread."""
+        with self._lock:
+            self._stopping = True
+            self._wakeup.notify()
+        if self._stopped is not None:
+            await self._stopped
 
-    async def submit(self, rows: np.ndarray, *, timeout_s: float | None = None) -> np.ndarray:
-        """Queue `rows` (n, 784) and wait for their (n, 10) probabilities, in order."""
-        if self._stopping or self._task is None:
+    def submit(
+        self,
+        rows: np.ndarray,
+        *,
+        timeout_s: float | None = None,
+        abandoned: Callable[[], bool] | None = None,
+    ) -> asyncio.Future[np.ndarray]:
+        """Queue `rows` (n, row_size); the future gives their (n, classes) results in order.
+
+        Raises at once (before queueing) when stopping, or when the rows do not fit.
+        `timeout_s` fails the future with `DeadlineExceeded` and frees its queue slots;
+        `abandoned` is polled before a batch is formed, and a request it reports gone
+        never reaches the model."""
+        loop = self._loop
+        if self._stopping or loop is None:
             raise ShuttingDown()
         count = len(rows)
         if count > self._max_queue_rows:
             raise PayloadTooLarge(
                 f"{count} images can never fit the queue of {self._max_queue_rows}; send fewer"
             )
-        if self._queued_rows + count > self._max_queue_rows:
-            raise Overloaded(
-                f"the queue is full ({self._queued_rows} images waiting); retry after a second"
-            )
-        future: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
-        request = _Request(rows, future, time.perf_counter())
-        future.add_done_callback(lambda _: self._forget_if_abandoned(request))
-        self._queue.append(request)
-        self._queued_rows += count
+        future: asyncio.Future[np.ndarray] = loop.create_future()
+        request = _Request(rows, future, time.perf_counter(), abandoned)
+        with self._lock:
+            if self._queued_rows + count > self._max_queue_rows:
+                raise Overloaded(waiting_rows=self._queued_rows)
+            self._queue.append(request)
+            self._queued_rows += count
+            wake = self._idle and not self._wake_scheduled
+            self._wake_scheduled |= wake
+        if wake:  # once per event-loop turn: every request parsed in this turn joins the batch
+            loop.call_soon(self._wake)
         self._observer.queue_depth(self._queued_rows)
-        self._wakeup.set()
-        if timeout_s is None:
-            return await future
-        try:
-            return await asyncio.wait_for(future, timeout_s)
-        except TimeoutError:
-            raise DeadlineExceeded(
-                f"no result within the {timeout_s:.3g} s deadline; the service is busy, retry"
-            ) from None
+        if timeout_s is not None:
+            request.timer = loop.call_later(timeout_s, self._expire, request, timeout_s)
+        future.add_done_callback(lambda _: self._finished(request))
+        return future
 
-    def _forget_if_abandoned(self, request: _Request) -> None:
-        # A cancelled future means the client left or its deadline passed: free
-        # its queue slots now, and `_take_batch` will skip it.
-        if request.future.cancelled() and request.untaken:
-            self._queued_rows -= request.untaken
+    # -- event-loop side -------------------------------------------------------
+    def _wake(self) -> None:
+        with self._lock:
+            self._wake_scheduled = False
+            if self._idle:
+                self._idle = False
+                self._wakeup.notify()
+
+    def _finished(self, request: _Request) -> None:
+        if request.timer is not None:
+            request.timer.cancel()
+        if request.future.cancelled():  # the caller gave up: free its queue slots now
+            self._release(request)
+
+    def _expire(self, request: _Request, timeout_s: float) -> None:
+        """The deadline passed: answer 504 now and give back the rows still waiting."""
+        self._release(request)
+        if not request.future.done():
+            request.future.set_exception(
+                DeadlineExceeded(
+                    f"no result within the {timeout_s:.3g} s deadline; the service is busy, retry"
+                )
+            )
+
+    def _release(self, request: _Request) -> None:
+        with self._lock:
+            untaken = len(request.rows) - request.taken
             request.taken = len(request.rows)
+            self._queued_rows -= untaken
+        if untaken:
             self._observer.queue_depth(self._queued_rows)
 
-    async def _run(self) -> None:
-        while True:
-            if not self._queue:
-                if self._stopping:
-                    return
-                self._wakeup.clear()
-                await self._wakeup.wait()
+    def _deliver(
+        self,
+        batch: list[_Slice],
+        results: np.ndarray | None,
+        error: ServiceError | None,
+        seconds: float,
+        dropped: list[_Request],
+        waited: list[float],
+    ) -> None:
+        """Runs on the event loop, once per batch: answer every request in it."""
+        for wait in waited:
+            self._observer.queue_waited(wait)
+        for request in dropped:
+            if not request.future.done():
+                request.future.set_exception(
+                    ClientDisconnected("the client disconnected before its answer was ready")
+                )
+        if results is not None:
+            self._observer.batch_done(results, seconds)
+        offset = 0
+        for piece in batch:
+            request = piece.request
+            count = piece.stop - piece.start
+            if request.future.done():
+                offset += count
                 continue
-            await self._wait_until_full_or_due()
-            batch = self._take_batch()
-            if batch:
-                await self._run_batch(batch)
+            if error is not None:
+                request.future.set_exception(error)
+            else:
+                assert results is not None
+                request.parts.append(results[offset : offset + count])
+                if piece.stop == len(request.rows):
+                    parts = request.parts
+                    request.future.set_result(
+                        parts[0] if len(parts) == 1 else np.concatenate(parts)
+                    )
+            offset += count
+        self._observer.queue_depth(self._queued_rows)
 
-    async def _wait_until_full_or_due(self) -> None:
-        due = self._queue[0].enqueued_at + self._delay
-        while self._queued_rows < self._max_batch and not self._stopping:
-            remaining = due - time.perf_counter()
-            if remaining <= 0:
-                return
-            self._wakeup.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wakeup.wait(), remaining)
+    # -- inference thread ------------------------------------------------------
+    def _run(self) -> None:
+        buffer = np.empty((self._max_batch, self._row_size), dtype=np.float32)
+        try:
+            while True:
+                batch, dropped, waited = self._next_batch()
+                if batch is None:
+                    return
+                self._run_batch(batch, dropped, waited, buffer)
+        finally:
+            assert self._loop is not None and self._stopped is not None
+            self._loop.call_soon_threadsafe(self._stopped.set_result, None)
 
-    def _take_batch(self) -> list[_Slice]:
+    def _next_batch(self) -> tuple[list[_Slice] | None, list[_Request], list[float]]:
+        """Wait for work, then take up to `max_batch_size` rows (None: stop)."""
+        with self._lock:
+            while True:
+                if not self._queue:
+                    if self._stopping:
+                        return None, [], []
+                    self._idle = True
+                    self._wakeup.wait()
+                    continue
+                if self._delay > 0 and not self._stopping and self._queued_rows < self._max_batch:
+                    remaining = self._queue[0].enqueued_at + self._delay - time.perf_counter()
+                    if remaining > 0:
+                        self._idle = True
+                        self._wakeup.wait(remaining)
+                        continue
+                self._idle = False
+                return self._take_batch()
+
+    def _take_batch(self) -> tuple[list[_Slice], list[_Request], list[float]]:
         batch: list[_Slice] = []
+        dropped: list[_Request] = []
+        waited: list[float] = []
         space = self._max_batch
         now = time.perf_counter()
         while self._queue and space > 0:
             request = self._queue[0]
-            if request.untaken == 0:  # abandoned, or fully taken earlier
+            total = len(request.rows)
+            if request.taken == 0 and request.abandoned is not None and request.abandoned():
+                request.taken = total
+                self._queued_rows -= total
+                dropped.append(request)
+            if request.taken == total:  # expired, dropped, or fully taken earlier
                 self._queue.popleft()
                 continue
+            if not self._merge and batch:
+                break
             if request.taken == 0:
-                self._observer.queue_waited(now - request.enqueued_at)
-            count = min(space, request.untaken)
+                waited.append(now - request.enqueued_at)
+            count = total - request.taken if not self._merge else min(space, total - request.taken)
             batch.append(_Slice(request, request.taken, request.taken + count))
             request.taken += count
             space -= count
             self._queued_rows -= count
-            if request.untaken == 0:
+            if request.taken == total:
                 self._queue.popleft()
-        self._observer.queue_depth(self._queued_rows)
-        return batch
+        return batch, dropped, waited
 
-    async def _run_batch(self, batch: list[_Slice]) -> None:
-        parts = [piece.request.rows[piece.start : piece.stop] for piece in batch]
-        pixels = parts[0] if len(parts) == 1 else np.concatenate(parts)
+    def _run_batch(
+        self, batch: list[_Slice], dropped: list[_Request], waited: list[float], buffer: np.ndarray
+    ) -> None:
+        rows = sum(piece.stop - piece.start for piece in batch)
+        results: np.ndarray | None = None
+        error: ServiceError | None = None
         started = time.perf_counter()
-        try:
-            loop = asyncio.get_running_loop()
-            probabilities = await loop.run_in_executor(self._executor, self._infer, pixels)
-            if probabilities.shape[0] != len(pixels):
-                raise ValueError(f"model returned {probabilities.shape[0]} rows for {len(pixels)}")
-        except Exception as error:
-            failure = InferenceFailed(f"inference failed for this batch: {error}")
-            for piece in batch:
-                if not piece.request.future.done():
-                    piece.request.future.set_exception(failure)
-            return
-        self._observer.batch_done(len(pixels), time.perf_counter() - started)
-        offset = 0
-        for piece in batch:
-            count = piece.stop - piece.start
-            request = piece.request
-            if not request.future.done():
-                request.parts.append(probabilities[offset : offset + count])
-                if piece.stop == len(request.rows):
-                    result = (
-                        request.parts[0]
-                        if len(request.parts) == 1
-                        else np.concatenate(request.parts)
-                    )
-                    request.future.set_result(result)
-            offset += count
-
-
-class UnbatchedRunner(_Runner):
-    """The naive baseline (batching off): one onnxruntime call per request.
-
-    Same interface as `MicroBatcher`, so the benchmark can compare the two.
-    """
-
-    def __init__(
-        self, infer: InferFn, *, max_queue_rows: int, observer: BatchObserver | None = None
-    ):
-        super().__init__(infer, max_queue_rows=max_queue_rows, observer=observer)
-
-    async def start(self) -> None:
-        pass
-
-    async def stop(self) -> None:
-        self._stopping = True
-        self._executor.shutdown(wait=True)
-
-    async def submit(self, rows: np.ndarray, *, timeout_s: float | None = None) -> np.ndarray:
-        if self._stopping:
-            raise ShuttingDown()
-        if self._queued_rows + len(rows) > self._max_queue_rows:
-            raise Overloaded(f"the queue is full ({self._queued_rows} images waiting); retry")
-        self._queued_rows += len(rows)
-        try:
-            started = time.perf_counter()
-            future = asyncio.get_running_loop().run_in_executor(self._executor, self._infer, rows)
+        if rows:
+            if len(batch) == 1 and batch[0].request.rows.dtype == np.float32:
+                piece = batch[0]
+                pixels = piece.request.rows[piece.start : piece.stop]  # no copy needed
+            else:
+                fits = rows <= len(buffer)  # only a whole unmerged request can be larger
+                pixels = buffer[:rows] if fits else np.empty((rows, self._row_size), np.float32)
+                offset = 0
+                for piece in batch:  # the one copy of each image, converted to float32
+                    count = piece.stop - piece.start
+                    pixels[offset : offset + count] = piece.request.rows[piece.start : piece.stop]
+                    offset += count
             try:
-                result = await asyncio.wait_for(future, timeout_s)
-            except TimeoutError:
-                raise DeadlineExceeded(f"no result within the {timeout_s} s deadline") from None
-            except Exception as error:
-                raise InferenceFailed(f"inference failed: {error}") from error
-            self._observer.batch_done(len(rows), time.perf_counter() - started)
-            return result
-        finally:
-            self._queued_rows -= len(rows)
+                results = self._infer(pixels)
+                if results.shape[0] != rows:
+                    raise ValueError(f"model returned {results.shape[0]} rows for {rows}")
+            except Exception as exc:  # onnxruntime raises its own untyped errors
+                results, error = None, InferenceFailed(f"inference failed for this batch: {exc}")
+        seconds = time.perf_counter() - started
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(
+            self._deliver, batch, results, error, seconds, dropped, waited
+        )

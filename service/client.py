@@ -162,7 +162,7 @@ class DigitClient:
         body: dict[str, Any] = {
             "inputs": [
                 {
-                    "name": "pixels",
+                    "name": "image_u8",
                     "shape": list(array.shape),
                     "datatype": "UINT8",
                     "data": array.ravel().tolist(),

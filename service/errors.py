@@ -61,7 +61,11 @@ class Unauthorized(ServiceError):
     status_code = 401
     reason = "unauthorized"
 
-    def __init__(self, message: str) -> None:
+    def __init__(
+        self,
+        message: str = "missing or invalid API key: send 'Authorization: Bearer <key>' "
+        "or 'X-API-Key: <key>'",
+    ) -> None:
         super().__init__(message, headers={"WWW-Authenticate": "Bearer"})
 
 
@@ -80,13 +84,25 @@ class ClientDisconnected(ServiceError):
 
 
 class Overloaded(ServiceError):
-    """The bounded queue is full: the client should retry after `retry_after_s`."""
+    """The bounded queue is full: the client should retry after `Retry-After` seconds."""
 
     status_code = 429
     reason = "queue_full"
 
-    def __init__(self, message: str, *, retry_after_s: int = 1) -> None:
-        super().__init__(message, headers={"Retry-After": str(retry_after_s)})
+    def __init__(self, message: str | None = None, *, waiting_rows: int | None = None) -> None:
+        if message is None:
+            waiting = "" if waiting_rows is None else f" ({waiting_rows} images waiting)"
+            message = f"the queue is full{waiting}; retry in a second"
+        super().__init__(message, headers={"Retry-After": "1"})
+
+
+class TooManyRequests(Overloaded):
+    """More requests in flight than `max_concurrent_requests`: refused before the body is read."""
+
+    reason = "too_many_requests"
+
+    def __init__(self) -> None:
+        super().__init__("too many requests in flight; retry in a second")
 
 
 class ShuttingDown(ServiceError):

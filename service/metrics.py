@@ -136,10 +136,44 @@ class ServiceMetrics:
             registry=registry,
         )
 
-    # -- BatchObserver -----------------------------------------------------
-    def batch_done(self, rows: int, seconds: float) -> None:
-        self.batch_size.observe(rows)
+        # Label children cached here: `.labels()` costs more than the increment itself.
+        self._request_children: dict[tuple[str, str, int], Counter] = {}
+        self._duration_children: dict[str, Histogram] = {}
+        self._rejection_children: dict[str, Counter] = {}
+        self._digit_children = [self.predictions.labels(digit=str(d)) for d in range(10)]
+
+    # -- per request (the hot path: constant, small work) ------------------
+    def request_done(self, route: str, method: str, status: int, seconds: float) -> None:
+        key = (route, method, status)
+        counter = self._request_children.get(key)
+        if counter is None:
+            counter = self._request_children[key] = self.http_requests.labels(
+                route, method, str(status)
+            )
+        counter.inc()
+        histogram = self._duration_children.get(route)
+        if histogram is None:
+            histogram = self._duration_children[route] = self.http_duration.labels(route)
+        histogram.observe(seconds)
+
+    def rejected(self, reason: str) -> None:
+        counter = self._rejection_children.get(reason)
+        if counter is None:
+            counter = self._rejection_children[reason] = self.rejections.labels(reason=reason)
+        counter.inc()
+
+    # -- BatchObserver: once per batch ---------------------------------------
+    def batch_done(self, probabilities: np.ndarray, seconds: float) -> None:
+        self.batch_size.observe(len(probabilities))
         self.inference_duration.observe(seconds)
+        digits = probabilities.argmax(axis=1)
+        for digit, count in enumerate(np.bincount(digits, minlength=10).tolist()):
+            if count:
+                self._digit_children[digit].inc(count)
+        confidences = probabilities.max(axis=1)
+        low = int(np.count_nonzero(confidences < self.low_confidence_threshold))
+        if low:
+            self.low_confidence.inc(low)
 
     def queue_waited(self, seconds: float) -> None:
         self.queue_wait.observe(seconds)
@@ -148,14 +182,6 @@ class ServiceMetrics:
         self.queue_depth_rows.set(rows)
 
     # -- service events ----------------------------------------------------
-    def record_predictions(self, digits: np.ndarray, confidences: np.ndarray) -> None:
-        for digit, count in enumerate(np.bincount(digits, minlength=10)):
-            if count:
-                self.predictions.labels(digit=str(digit)).inc(int(count))
-        low = int(np.count_nonzero(confidences < self.low_confidence_threshold))
-        if low:
-            self.low_confidence.inc(low)
-
     def set_model(self, name: str, version: int, variant: str, sha256: str) -> None:
         self.model_info.labels(name=name, version=str(version), variant=variant, sha256=sha256).set(
             1

@@ -107,6 +107,24 @@ def verify_model_files(version_dir: Path, variant: str | None = None) -> Verifie
     return VerifiedFiles(card, path, variant or BASE_VARIANT, actual_sha)
 
 
+def build_session(
+    path: Path, *, intra_op_threads: int = 1, inter_op_threads: int = 1
+) -> ort.InferenceSession:
+    """The one way this project builds an onnxruntime session (service, training, benchmarks).
+
+    Thread counts are deliberate: ORT's default (all cores, spinning) fights the
+    event loop and other workers for the same cores; over-threading made ORT 2-3x
+    slower inside Triton. Spinning is off so an idle worker costs no CPU.
+    """
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = intra_op_threads
+    options.inter_op_num_threads = inter_op_threads
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+
+
 class OnnxModel:
     """One onnxruntime session plus the card it was checked against."""
 
@@ -122,17 +140,9 @@ class OnnxModel:
         files = verify_model_files(version_dir, variant)
         card, path = files.card, files.path
 
-        options = ort.SessionOptions()
-        # Deliberate thread counts: ORT's default (all cores, spinning) fights the
-        # event loop and other workers for the same 2 cores.
-        options.intra_op_num_threads = intra_op_threads
-        options.inter_op_num_threads = inter_op_threads
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        options.log_severity_level = 3
         try:
-            self.session = ort.InferenceSession(
-                str(path), sess_options=options, providers=["CPUExecutionProvider"]
+            self.session = build_session(
+                path, intra_op_threads=intra_op_threads, inter_op_threads=inter_op_threads
             )
         except Exception as error:  # onnxruntime raises its own untyped errors
             raise ModelLoadError(f"onnxruntime cannot load {path}: {error}") from error

@@ -4,25 +4,20 @@ Keys come in `Authorization: Bearer <key>` or `X-API-Key: <key>`. Every
 configured key is compared in constant time, so the answer's timing tells an
 attacker nothing about how much of a guess was right. Keys are never logged.
 
-Enforced by `ApiKeyGate`, a pure ASGI middleware, so an unauthenticated request
-is refused before its body is read or parsed. The routers only *declare* the
-schemes (`documented_schemes`) so /docs shows an "Authorize" button.
+The check runs in the admission middleware, before a body is read or parsed;
+the routers only *declare* the schemes (`documented_schemes`) so /docs shows an
+"Authorize" button.
 """
 
 from __future__ import annotations
 
 import hmac
+from collections.abc import Iterable
 
-import orjson
 from fastapi import Security
 from fastapi.security import APIKeyHeader, HTTPBearer
-from starlette.types import ASGIApp, Receive, Scope, Send
 
-from service.metrics import ServiceMetrics
-
-MESSAGE = "missing or invalid API key: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'"
-
-# auto_error=False: these only document the schemes; ApiKeyGate does the checking.
+# auto_error=False: these only document the schemes; admission does the checking.
 documented_schemes = [
     Security(APIKeyHeader(name="X-API-Key", auto_error=False)),
     Security(HTTPBearer(auto_error=False)),
@@ -35,11 +30,13 @@ def needs_key(path: str, *, metrics_protected: bool) -> bool:
         return True
     if path.startswith("/v2/models/"):
         return not path.endswith("/ready")
+    if path.startswith("/v2/repository/"):
+        return True
     return path == "/metrics" and metrics_protected
 
 
 class ApiKeyCheck:
-    def __init__(self, keys: list[str]) -> None:
+    def __init__(self, keys: Iterable[str]) -> None:
         self._keys = [key.encode() for key in keys]
 
     @property
@@ -57,39 +54,11 @@ class ApiKeyCheck:
         return valid
 
 
-def presented_key(scope: Scope) -> bytes | None:
-    for name, value in scope["headers"]:
+def presented_key(headers: Iterable[tuple[bytes, bytes]]) -> bytes | None:
+    """The key a request or call carries, from HTTP headers or gRPC metadata (lower-case names)."""
+    for name, value in headers:
         if name == b"x-api-key":
             return bytes(value)
         if name == b"authorization" and value[:7].lower() == b"bearer ":
             return bytes(value[7:]).strip()
     return None
-
-
-class ApiKeyGate:
-    def __init__(
-        self, app: ASGIApp, *, check: ApiKeyCheck, metrics: ServiceMetrics, metrics_protected: bool
-    ) -> None:
-        self.app = app
-        self.check = check
-        self.metrics = metrics
-        self.metrics_protected = metrics_protected
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (
-            scope["type"] == "http"
-            and self.check.enabled
-            and needs_key(scope["path"], metrics_protected=self.metrics_protected)
-            and not self.check.is_valid(presented_key(scope))
-        ):
-            self.metrics.rejections.labels(reason="unauthorized").inc()
-            body = orjson.dumps({"error": MESSAGE})
-            headers = [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                (b"www-authenticate", b"Bearer"),
-            ]
-            await send({"type": "http.response.start", "status": 401, "headers": headers})
-            await send({"type": "http.response.body", "body": body})
-            return
-        await self.app(scope, receive, send)

@@ -1,7 +1,7 @@
-"""The one place where exceptions become HTTP answers.
-
-Each `ServiceError` carries its status; everything else that escapes a route
-is a bug: logged with its traceback, answered 500 without internals.
+"""How FastAPI-served routes turn exceptions into answers (the hot routes do the same
+in `service.api.fast_routes`). Each `ServiceError` carries its status; anything
+else that escapes a route is a bug: logged with its traceback, answered 500
+without internals. Every answer is built by `service.api.answers`.
 """
 
 from __future__ import annotations
@@ -13,11 +13,16 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
-from service.api.responses import error_response
-from service.errors import ServiceError
+from service.api.answers import error_response
+from service.errors import BadRequest, InvalidInput, NotFound, ServiceError
 from service.metrics import ServiceMetrics
 
 log = logging.getLogger("service.errors")
+
+
+class MethodNotAllowed(ServiceError):
+    status_code = 405
+    reason = "method_not_allowed"
 
 
 def describe_validation_error(error: RequestValidationError) -> str:
@@ -29,37 +34,44 @@ def describe_validation_error(error: RequestValidationError) -> str:
 
 
 def install_error_handlers(app: FastAPI, metrics: ServiceMetrics) -> None:
-    async def on_service_error(request: Request, error: Exception) -> Response:
-        assert isinstance(error, ServiceError)
-        metrics.rejections.labels(reason=error.reason).inc()
+    def answer(error: ServiceError) -> Response:
+        metrics.rejected(error.reason)
         if error.status_code >= 500:
             log.warning("request failed", extra={"reason": error.reason, "error": error.message})
-        return error_response(error.status_code, error.message, error.headers)
+        return error_response(error)
+
+    async def on_service_error(request: Request, error: Exception) -> Response:
+        assert isinstance(error, ServiceError)
+        return answer(error)
 
     async def on_validation_error(request: Request, error: Exception) -> Response:
         assert isinstance(error, RequestValidationError)
-        metrics.rejections.labels(reason="invalid_input").inc()
+        message = describe_validation_error(error)
         # The Open Inference Protocol answers malformed requests with 400.
-        status = 400 if request.url.path.startswith("/v2/") else 422
-        return error_response(status, describe_validation_error(error))
+        if request.url.path.startswith("/v2/"):
+            return answer(BadRequest(message))
+        return answer(InvalidInput(message))
 
     async def on_http_error(request: Request, error: Exception) -> Response:
         assert isinstance(error, HTTPException)
-        if isinstance(error.__cause__, ServiceError):
-            # FastAPI wraps errors raised while it reads a declared body (our 413/408
-            # from the size and time limits) as a 400 "error parsing the body".
-            return await on_service_error(request, error.__cause__)
+        if error.status_code == 404:
+            return answer(
+                NotFound(f"no such endpoint: {request.method} {request.url.path}; see /docs")
+            )
+        if error.status_code == 405:
+            return answer(
+                MethodNotAllowed(
+                    f"{request.method} is not allowed on {request.url.path}; see /docs"
+                )
+            )
         message = error.detail if isinstance(error.detail, str) else str(error.detail)
-        if error.status_code == 404 and message == "Not Found":
-            message = f"no such endpoint: {request.method} {request.url.path}; see /docs"
-        elif error.status_code == 405:
-            message = f"{request.method} is not allowed on {request.url.path}; see /docs"
-        return error_response(error.status_code, message, dict(error.headers or {}))
+        failure = ServiceError(message, headers=dict(error.headers or {}))
+        failure.status_code = error.status_code
+        return answer(failure)
 
     async def on_unexpected(request: Request, error: Exception) -> Response:
         log.exception("unhandled error", exc_info=error)
-        metrics.rejections.labels(reason="internal").inc()
-        return error_response(500, "internal error; it has been logged")
+        return answer(ServiceError("internal error; it has been logged"))
 
     app.add_exception_handler(ServiceError, on_service_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)

@@ -1,8 +1,9 @@
-"""Turn request bodies into (n, 28, 28) float32 pixel arrays, or a clear 4xx.
+"""Request bodies -> pixel rows (n, 784), or a clear 4xx.
 
-One endpoint accepts several encodings (multipart upload, raw image bytes,
-JSON with base64 or pixels), so the dispatch on Content-Type lives here and
-the routes stay one-liners. Large images are decoded in a worker thread so a
+One endpoint accepts several encodings (a raw image body, multipart upload,
+JSON with base64 or pixels), so the dispatch on Content-Type lives here and the
+routes stay short. Images go through `service.preprocess`; pixel arrays through
+`service.inputs.pixel_rows`. Large images are decoded in a worker thread so a
 phone photo never stalls the event loop for everyone else.
 """
 
@@ -21,13 +22,16 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
 from starlette.requests import Request
+from starlette.types import Message
 
+from service.api.asgi import header, read_body
 from service.errors import InvalidInput, PayloadTooLarge, ServiceError, UnsupportedMediaType
-from service.preprocess import preprocess_image, preprocess_pixels
+from service.inputs import PIXELS, pixel_rows
+from service.preprocess import preprocess_image
 
 # Below this size decoding takes tens of microseconds: cheaper inline than a thread hop.
 INLINE_DECODE_BYTES = 32 * 1024
-ACCEPTED = "multipart/form-data, image/* or application/json"
+ACCEPTED = "an image body (image/png, image/jpeg, ...), multipart/form-data or application/json"
 
 
 @dataclass(frozen=True)
@@ -39,24 +43,25 @@ class Limits:
 
 
 def media_type(request: Request) -> str:
-    return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    value = header(request.scope, b"content-type") or b""
+    return value.split(b";", 1)[0].strip().lower().decode("latin-1")
 
 
 def _decode_all(blobs: Sequence[bytes], max_pixels: int) -> np.ndarray:
-    images = []
+    rows = np.empty((len(blobs), PIXELS), dtype=np.float32)
     for index, blob in enumerate(blobs):
         try:
-            images.append(preprocess_image(blob, max_pixels=max_pixels))
+            rows[index] = preprocess_image(blob, max_pixels=max_pixels).reshape(PIXELS)
         except ServiceError as error:
             if len(blobs) > 1:  # say which one, so the client can drop or fix it
                 error.message = f"image {index}: {error.message}"
                 error.args = (error.message,)
             raise
-    return np.stack(images)
+    return rows
 
 
 async def decode_images(blobs: Sequence[bytes], limits: Limits) -> np.ndarray:
-    """Encoded image files -> (n, 28, 28) float32, MNIST-style."""
+    """Encoded image files -> (n, 784) float32 rows, MNIST-style."""
     if sum(len(blob) for blob in blobs) <= INLINE_DECODE_BYTES:
         return _decode_all(blobs, limits.max_image_pixels)
     return await run_in_threadpool(_decode_all, blobs, limits.max_image_pixels)
@@ -88,28 +93,35 @@ def check_depth(value: Any, max_depth: int) -> None:
             )
 
 
-async def read_json_object(request: Request, limits: Limits) -> dict[str, Any]:
+def parse_json_object(body: bytes, limits: Limits, example: str) -> dict[str, Any]:
     try:
-        value = orjson.loads(await request.body())
+        value = orjson.loads(body)
     except orjson.JSONDecodeError as error:
         raise InvalidInput(f"body is not valid JSON: {error}") from None
     if not isinstance(value, dict):
-        raise InvalidInput('JSON body must be an object, e.g. {"image": "<base64>"}')
+        raise InvalidInput(f"JSON body must be an object, e.g. {example}")
     check_depth(value, limits.max_json_depth)
     return value
 
 
-def pixels_from_json(value: object, where: str) -> np.ndarray:
+def pixels_from_json(value: object) -> np.ndarray:
     try:
         array = np.asarray(value, dtype=np.float32)
     except (ValueError, TypeError):
-        raise InvalidInput(f"{where} must be 28 rows of 28 numbers from 0 to 255") from None
-    return preprocess_pixels(array)
+        raise InvalidInput('"pixels" must be 28 rows of 28 numbers from 0 to 255') from None
+    return pixel_rows(array, single=True)
 
 
 async def read_form(request: Request, field: str, limits: Limits, *, many: bool) -> list[bytes]:
+    body = await read_body(
+        request.scope, request.receive, limits.max_upload_bytes
+    )  # the size limit, as for all
+
+    async def replay() -> Message:
+        return {"type": "http.request", "body": body, "more_body": False}
+
     try:
-        form = await request.form(
+        form = await Request(request.scope, replay).form(
             max_files=limits.max_batch_items if many else 1,
             max_fields=limits.max_batch_items + 8,
             max_part_size=limits.max_upload_bytes,
@@ -123,8 +135,14 @@ async def read_form(request: Request, field: str, limits: Limits, *, many: bool)
             ) from None
         raise InvalidInput(f"malformed multipart body: {message}") from None
     try:
-        uploads = [item for item in form.getlist(field) if isinstance(item, UploadFile)]
+        values = form.getlist(field)
+        uploads = [item for item in values if isinstance(item, UploadFile)]
         if not uploads:
+            if values:  # curl -F file=digit.png (without @) sends the name as text
+                raise InvalidInput(
+                    f"multipart field '{field}' holds text, not a file; "
+                    f"upload the file itself, e.g. curl -F {field}=@digit.png"
+                )
             raise InvalidInput(f"multipart body has no file field named '{field}'")
         if not many and len(uploads) > 1:
             raise InvalidInput(f"send one file in '{field}'; use /v1/predict/batch for several")
@@ -142,37 +160,41 @@ def check_item_count(count: int, limits: Limits) -> None:
         )
 
 
-async def parse_single(request: Request, limits: Limits) -> np.ndarray:
-    """The body of POST /v1/predict -> (1, 28, 28)."""
+async def single_image_rows(request: Request, limits: Limits) -> np.ndarray:
+    """The body of POST /v1/predict (and /v1/preprocess) -> (1, 784)."""
     kind = media_type(request)
+    if kind.startswith("image/") or kind == "application/octet-stream":
+        return await decode_images(
+            [await read_body(request.scope, request.receive, limits.max_upload_bytes)], limits
+        )
     if kind == "multipart/form-data":
         return await decode_images(await read_form(request, "file", limits, many=False), limits)
-    if kind.startswith("image/") or kind == "application/octet-stream":
-        return await decode_images([await request.body()], limits)
     if kind == "application/json":
-        body = await read_json_object(request, limits)
-        if ("image" in body) == ("pixels" in body):
+        body = await read_body(request.scope, request.receive, limits.max_upload_bytes)
+        value = parse_json_object(body, limits, '{"image": "<base64>"}')
+        if ("image" in value) == ("pixels" in value):
             raise InvalidInput(
                 'JSON body needs exactly one of "image" (base64) or "pixels" (28x28)'
             )
-        if "image" in body:
-            return await decode_images([decode_base64(body["image"], '"image"')], limits)
-        return pixels_from_json(body["pixels"], '"pixels"')[np.newaxis]
+        if "image" in value:
+            return await decode_images([decode_base64(value["image"], '"image"')], limits)
+        return pixels_from_json(value["pixels"])
     raise UnsupportedMediaType(
         f"content type {kind or '(none)'!r} is not accepted; send {ACCEPTED}"
     )
 
 
-async def parse_batch(request: Request, limits: Limits) -> np.ndarray:
-    """The body of POST /v1/predict/batch -> (n, 28, 28), in input order."""
+async def batch_rows(request: Request, limits: Limits) -> np.ndarray:
+    """The body of POST /v1/predict/batch -> (n, 784), in input order."""
     kind = media_type(request)
     if kind == "multipart/form-data":
         blobs = await read_form(request, "files", limits, many=True)
         check_item_count(len(blobs), limits)
         return await decode_images(blobs, limits)
     if kind == "application/json":
-        body = await read_json_object(request, limits)
-        images = body.get("images")
+        body = await read_body(request.scope, request.receive, limits.max_upload_bytes)
+        value = parse_json_object(body, limits, '{"images": ["<base64>", ...]}')
+        images = value.get("images")
         if not isinstance(images, list):
             raise InvalidInput('JSON body needs "images": a list of base64 image files')
         check_item_count(len(images), limits)

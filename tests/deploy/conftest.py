@@ -38,7 +38,7 @@ def send_round(client: httpx.Client, pixels: list[list[list[int]]]) -> tuple[int
     batch = {
         "inputs": [
             {
-                "name": "pixels",
+                "name": "image_u8",
                 "datatype": "UINT8",
                 "shape": [len(pixels), 28, 28],
                 "data": np.asarray(pixels, dtype=np.uint8).ravel().tolist(),

@@ -305,7 +305,7 @@ class DigitUser(FastHttpUser):
         else:
             name = "/v2 infer [UINT8 pixels]"
             tensor = {
-                "name": "pixels",
+                "name": "image_u8",
                 "shape": [count, 28, 28],
                 "datatype": "UINT8",
                 "data": [i.pixels for i in items],

@@ -161,7 +161,9 @@ def test_decompression_bomb_is_refused_fast_everywhere(client: httpx.Client) -> 
         client.build_request(
             "POST",
             "/v2/models/mnist-mlp/infer",
-            json={"inputs": [{"name": "i", "shape": [1], "datatype": "BYTES", "data": [bomb_b64]}]},
+            json={
+                "inputs": [{"name": "image", "shape": [1], "datatype": "BYTES", "data": [bomb_b64]}]
+            },
         ),
     ]
     for request in attempts:
@@ -181,12 +183,12 @@ def test_batch_item_count_is_limited(client: httpx.Client) -> None:
         ("/v1/predict/batch", {"files": [("files", ("d.png", SEVEN_PNG, "image/png"))] * too_many}),
         (
             "/v2/models/mnist-mlp/infer",
-            {"json": {"inputs": [{"name": "p", "shape": [too_many, 784], "datatype": "FP32",
+            {"json": {"inputs": [{"name": "pixels", "shape": [too_many, 784], "datatype": "FP32",
                                   "data": [0.0] * 784 * too_many}]}},
         ),
         (
             "/v2/models/mnist-mlp/infer",
-            {"json": {"inputs": [{"name": "i", "shape": [too_many], "datatype": "BYTES",
+            {"json": {"inputs": [{"name": "image", "shape": [too_many], "datatype": "BYTES",
                                   "data": [B64_SEVEN] * too_many}]}},
         ),
     ]  # fmt: skip
@@ -233,7 +235,7 @@ def test_pathologically_deep_json_is_a_4xx_not_a_crash(client: httpx.Client) -> 
 def test_v2_json_nesting_deeper_than_the_limit_is_refused(client: httpx.Client) -> None:
     """MNIST_MAX_JSON_DEPTH must hold on every JSON endpoint, the Open Inference one too."""
     body = {
-        "inputs": [{"name": "p", "shape": [1, 784], "datatype": "FP32", "data": [0.0] * 784}],
+        "inputs": [{"name": "pixels", "shape": [1, 784], "datatype": "FP32", "data": [0.0] * 784}],
         "parameters": {"deep": nested(20)},
     }
     response = client.post("/v2/models/mnist-mlp/infer", json=body)

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Callable
 import numpy as np
 import pytest
 
-from service.batching import MicroBatcher, UnbatchedRunner
+from service.batching import MicroBatcher
 from service.errors import (
     DeadlineExceeded,
     InferenceFailed,
@@ -77,8 +77,7 @@ async def make_batcher(model: FakeModel) -> AsyncIterator[Callable[..., MicroBat
 
     yield make
     for batcher in made:
-        if batcher._task is not None and not batcher._task.done():
-            await batcher.stop()
+        await batcher.stop()
 
 
 async def test_full_batch_flushes_without_waiting_for_the_delay(
@@ -218,8 +217,10 @@ async def test_stop_finishes_accepted_work_then_refuses(
         await batcher.submit(rows(9))
 
 
-async def test_unbatched_runner_makes_one_call_per_request(model: FakeModel) -> None:
-    runner = UnbatchedRunner(model, max_queue_rows=8)
+async def test_unmerged_batcher_makes_one_call_per_request(model: FakeModel) -> None:
+    runner = MicroBatcher(
+        model, max_batch_size=1, max_queue_delay_s=0.0, max_queue_rows=8, merge_requests=False
+    )
     await runner.start()
     results = await asyncio.gather(*(runner.submit(rows(i, i + 1)) for i in range(3)))
     assert model.calls == [2, 2, 2]

@@ -37,7 +37,8 @@ KEY_B = "key-bravo-0c5e8d1a2b3f4e6d"
 WRONG_KEY = "key-wrong-9a8b7c6d5e4f3a2b"
 # A vertical bar: a "1" that is not blank (blank pixels answer 422).
 PIXELS = {"pixels": [[255.0 if 12 <= column <= 15 else 0.0 for column in range(28)]] * 28}
-V2_BODY = {"inputs": [{"name": "p", "shape": [1, 784], "datatype": "FP32", "data": [0.0] * 784}]}
+BAR = [value for row in PIXELS["pixels"] for value in row]
+V2_BODY = {"inputs": [{"name": "pixels", "shape": [1, 784], "datatype": "FP32", "data": BAR}]}
 
 # Every operation that costs work or reveals the model: (method, path, json body or None)
 PROTECTED = [

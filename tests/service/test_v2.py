@@ -27,12 +27,17 @@ def test_server_and_model_metadata(client: TestClient) -> None:
 
 
 @pytest.mark.parametrize(
-    ("datatype", "shape", "nested"),
-    [("FP32", [5, 784], False), ("FP32", [5, 1, 28, 28], True), ("UINT8", [5, 28, 28], False)],
+    ("name", "datatype", "shape", "nested"),
+    [
+        ("pixels", "FP32", [5, 784], False),
+        ("pixels", "FP32", [5, 1, 28, 28], True),
+        ("image_u8", "UINT8", [5, 28, 28], False),
+    ],
 )
 def test_infer_pixel_tensors(
     client: TestClient,
     mnist_sample: tuple[np.ndarray, np.ndarray],
+    name: str,
     datatype: str,
     shape: list[int],
     nested: bool,
@@ -42,7 +47,7 @@ def test_infer_pixel_tensors(
     data = batch.reshape(shape).tolist() if nested else batch.ravel().tolist()
     body = {
         "id": "req-1",
-        "inputs": [{"name": "pixels", "shape": shape, "datatype": datatype, "data": data}],
+        "inputs": [{"name": name, "shape": shape, "datatype": datatype, "data": data}],
     }
     answer = client.post(INFER, json=body)
     assert answer.status_code == 200, answer.text
@@ -74,15 +79,29 @@ def test_infer_bytes_images_and_output_selection(
     assert output["name"] == "digit" and output["data"] == labels[:3].tolist()
 
 
+# A "1": a vertical bar, white on black.
+BAR = [255.0 if 12 <= column <= 15 else 0.0 for _ in range(28) for column in range(28)]
+
+
 def tensor(**overrides: object) -> dict[str, object]:
-    item: dict[str, object] = {
-        "name": "pixels",
-        "shape": [1, 784],
-        "datatype": "FP32",
-        "data": [0.0] * 784,
-    }
+    item: dict[str, object] = {"name": "pixels", "shape": [1, 784], "datatype": "FP32", "data": BAR}
     item.update(overrides)
     return {"inputs": [item]}
+
+
+def test_input_names_are_unique_and_declare_their_scale(client: TestClient) -> None:
+    inputs = client.get("/v2/models/mnist-mlp").json()["inputs"]
+    names = [i["name"] for i in inputs]
+    assert len(names) == len(set(names)) == 3
+    pixel_inputs = [i for i in inputs if i["datatype"] in ("FP32", "UINT8")]
+    assert all(i["parameters"]["pixel_scale"] == "0..255" for i in pixel_inputs)
+
+
+def test_blank_and_zero_to_one_tensors_are_refused_not_guessed(client: TestClient) -> None:
+    blank = client.post(INFER, json=tensor(data=[0.0] * 784))
+    assert blank.status_code == 400 and "blank" in blank.json()["error"]
+    scaled = client.post(INFER, json=tensor(data=[v / 255 for v in BAR]))
+    assert scaled.status_code == 400 and "multiply by 255" in scaled.json()["error"]
 
 
 @pytest.mark.parametrize(
@@ -91,11 +110,18 @@ def tensor(**overrides: object) -> dict[str, object]:
         (tensor(data=[1.0] * 783), 400, "783 values"),
         (tensor(shape=[1, 785], data=[1.0] * 785), 400, "shape"),
         (tensor(datatype="FP64"), 400, "datatype"),
-        (tensor(datatype="UINT8", shape=[1, 28, 28], data=[0.5] * 784), 400, "fractions"),
+        (
+            tensor(name="image_u8", datatype="UINT8", shape=[1, 28, 28], data=[0.5] * 784),
+            400,
+            "fractions",
+        ),
+        (tensor(datatype="UINT8"), 400, "datatype"),
+        (tensor(name="nope"), 400, "unknown input"),
         (tensor(data=[300.0] * 784), 400, "0..255"),
         (tensor(data=["a"] * 784), 400, "numbers"),
-        (tensor(datatype="BYTES", shape=[2], data=["aGk="]), 400, "BYTES"),
-        (tensor(datatype="BYTES", shape=[1], data=["%%%"]), 422, "base64"),
+        (tensor(name="image", datatype="BYTES", shape=[2], data=["aGk="]), 400, "BYTES"),
+        (tensor(datatype="BYTES", shape=[1], data=["aGk="]), 400, "datatype"),
+        (tensor(name="image", datatype="BYTES", shape=[1], data=["%%%"]), 422, "base64"),
         ({"inputs": []}, 400, "inputs"),
         ({"nothing": 1}, 400, "inputs"),
         ({**tensor(), "outputs": [{"name": "logits2"}]}, 400, "unknown outputs"),

@@ -1,0 +1,65 @@
+"""`--workers N`: N worker processes serving one listening socket.
+
+The parent binds the socket, starts the workers (each builds its own app and
+loads the model; the parent loads nothing), forwards SIGTERM/SIGINT to them so
+each drains its own requests, restarts a worker that dies unexpectedly, and
+exits 0 only when every worker drained cleanly. Prometheus metrics are merged
+across workers through the multiprocess directory the parent prepares.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import signal
+import socket
+from multiprocessing.connection import wait
+from multiprocessing.process import BaseProcess
+from types import FrameType
+
+from service.config import Settings
+from service.server import serve_worker
+
+log = logging.getLogger("service.supervisor")
+STARTUP_FAILURE = 3  # uvicorn's exit code when the lifespan (model load) fails
+
+
+def run_workers(settings: Settings, listener: socket.socket, workers: int) -> int:
+    """Run `workers` processes until a signal stops them; the exit code to return."""
+    context = multiprocessing.get_context("spawn")
+
+    def start() -> BaseProcess:
+        process = context.Process(target=serve_worker, args=(settings, [listener]), daemon=False)
+        process.start()
+        return process
+
+    processes = [start() for _ in range(workers)]
+    stopping = False
+
+    def forward(signum: int, frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+        for process in processes:
+            if process.pid is not None and process.exitcode is None:
+                os.kill(process.pid, signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    while True:
+        running = [p for p in processes if p.exitcode is None]
+        if not running:
+            break
+        wait([p.sentinel for p in running])
+        for index, process in enumerate(processes):
+            code = process.exitcode
+            if code == STARTUP_FAILURE and not stopping:  # it will fail again: stop them all
+                log.error("a worker could not start; stopping")
+                forward(signal.SIGTERM, None)
+            elif code is not None and code != 0 and not stopping:
+                log.warning("worker died; starting another", extra={"exitcode": code})
+                processes[index] = start()
+        if not stopping and all(p.exitcode == 0 for p in processes):
+            break  # every worker stopped on its own (e.g. its lifespan ended): so do we
+    codes = [p.exitcode for p in processes]
+    return 0 if all(code == 0 for code in codes) else 1
