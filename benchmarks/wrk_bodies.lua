@@ -1,6 +1,7 @@
 -- wrk script for mnist-serve benchmarks.
 --   wrk ... -s benchmarks/wrk_bodies.lua URL -- [BODY_DIR] [API_KEY]
--- BODY_DIR holds meta.txt ("<count> <content-type>") and 0.body .. <count-1>.body:
+-- BODY_DIR holds meta.txt ("<count> <content-type>", "-" for none, then optional
+-- "Name: value" header lines) and 0.body .. <count-1>.body:
 -- each thread POSTs them in turn (a varied pool, not one cached body). Without
 -- BODY_DIR it sends plain GETs. At the end it prints one JSON line with the
 -- latency percentiles wrk's own report lacks (p95, p99.9).
@@ -18,8 +19,12 @@ function init(args)
   local meta = io.open(dir .. "/meta.txt", "r")
   local count, content_type = meta:read("*n"), nil
   content_type = meta:read("*l"):gsub("^%s+", "")
+  if content_type ~= "-" then headers["Content-Type"] = content_type end
+  for line in meta:lines() do
+    local name, value = line:match("^([%w-]+):%s*(.-)%s*$")
+    if name then headers[name] = value end
+  end
   meta:close()
-  headers["Content-Type"] = content_type
   for i = 0, count - 1 do
     local file = io.open(dir .. "/" .. i .. ".body", "rb")
     local body = file:read("*a")

@@ -1,6 +1,7 @@
 """A small client for mnist-serve: a typed class for scripts and tests, and a CLI.
 
     mnist-client predict digit.png photo.jpg [--url http://127.0.0.1:8000] [--json]
+    mnist-client infer digits.npy digit.png     # Open Inference Protocol v2, binary tensors
     MNIST_API_KEY=... mnist-client predict - < digit.png
     mnist-client ready
 
@@ -105,7 +106,8 @@ class DigitClient:
 
     # --- requests -------------------------------------------------------------
 
-    def _request(self, method: str, path: str, **kwargs: Any) -> Any:
+    def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """The successful response, or a `ClientError`."""
         try:
             response = self._http.request(method, path, **kwargs)
         except httpx.TimeoutException as exc:
@@ -115,11 +117,15 @@ class DigitClient:
         except httpx.TransportError as exc:
             raise ClientError(None, f"cannot reach {self.base_url}: {exc}") from exc
         if response.is_success:
-            try:
-                return response.json()
-            except ValueError as exc:
-                raise ClientError(response.status_code, "the answer is not JSON") from exc
+            return response
         raise _error_from(response)
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = self._send(method, path, **kwargs)
+        try:
+            return response.json()
+        except ValueError as exc:
+            raise ClientError(response.status_code, "the answer is not JSON") from exc
 
     def predict(self, image: ImageInput) -> Prediction:
         """Recognise one image file (PNG, JPEG, ...), given as bytes or a path."""
@@ -156,23 +162,64 @@ class DigitClient:
         model: str = "mnist-mlp",
         version: str | int | None = None,
         outputs: Sequence[str] | None = None,
+        binary: bool = True,
     ) -> dict[str, Any]:
-        """Open Inference Protocol v2: classify N 28x28 UINT8 images; returns the raw answer."""
-        array = np.asarray(pixels, dtype=np.uint8).reshape(-1, 28, 28)
-        body: dict[str, Any] = {
-            "inputs": [
-                {
-                    "name": "image_u8",
-                    "shape": list(array.shape),
-                    "datatype": "UINT8",
-                    "data": array.ravel().tolist(),
-                }
-            ]
-        }
+        """Open Inference Protocol v2: classify N 28x28 UINT8 images (0..255, white on
+        black). `binary` sends the pixels and gets the outputs as raw bytes (Triton's
+        binary tensor extension: no JSON numbers either way); otherwise JSON tensors.
+        Either way the answer is the protocol's JSON, each output's values in "data"."""
+        array = np.ascontiguousarray(pixels, dtype=np.uint8).reshape(-1, 28, 28)
+        values = [] if binary else array.ravel().tolist()
+        shape = list(array.shape)
+        return self._infer(
+            "image_u8", "UINT8", shape, array.tobytes(), values, model, version, outputs, binary
+        )
+
+    def infer_v2_images(
+        self,
+        images: Iterable[ImageInput],
+        *,
+        model: str = "mnist-mlp",
+        version: str | int | None = None,
+        outputs: Sequence[str] | None = None,
+        binary: bool = True,
+    ) -> dict[str, Any]:
+        """Open Inference Protocol v2: classify image files (PNG, JPEG, ...) through the
+        BYTES input `image`, as raw bytes (`binary`) or base64 strings in JSON."""
+        blobs = [data for _, data in map(read_image, images)]
+        raw = b"".join(len(blob).to_bytes(4, "little") + blob for blob in blobs)
+        encoded = [] if binary else [base64.b64encode(b).decode("ascii") for b in blobs]
+        return self._infer(
+            "image", "BYTES", [len(blobs)], raw, encoded, model, version, outputs, binary
+        )
+
+    def _infer(
+        self,
+        name: str,
+        datatype: str,
+        shape: list[int],
+        raw: bytes,
+        values: list[Any],
+        model: str,
+        version: str | int | None,
+        outputs: Sequence[str] | None,
+        binary: bool,
+    ) -> dict[str, Any]:
+        tensor: dict[str, Any] = {"name": name, "shape": shape, "datatype": datatype}
+        request: dict[str, Any] = {"inputs": [tensor]}
+        if binary:
+            tensor["parameters"] = {"binary_data_size": len(raw)}
+            request["parameters"] = {"binary_data_output": True}
+        else:
+            tensor["data"] = values
         if outputs is not None:
-            body["outputs"] = [{"name": name} for name in outputs]
+            request["outputs"] = [{"name": output} for output in outputs]
+        head = json.dumps(request).encode()
+        headers = {"Inference-Header-Content-Length": str(len(head))} if binary else {}
         path = f"/v2/models/{model}" + (f"/versions/{version}" if version is not None else "")
-        return cast(dict[str, Any], self._request("POST", f"{path}/infer", json=body))
+        body = head + raw if binary else head
+        response = self._send("POST", f"{path}/infer", content=body, headers=headers)
+        return decode_v2_answer(response)
 
     def models(self) -> list[dict[str, Any]]:
         """The loaded model(s) with their cards."""
@@ -184,6 +231,32 @@ class DigitClient:
             return self._http.get("/readyz").status_code == 200
         except httpx.HTTPError:
             return False
+
+
+_DTYPES = {"FP32": "<f4", "INT64": "<i8", "UINT8": "u1"}
+
+
+def decode_v2_answer(response: httpx.Response) -> dict[str, Any]:
+    """An infer answer (JSON, or a JSON header plus binary outputs) -> the JSON form,
+    with each binary output's values decoded into its "data"."""
+    body = response.content
+    length = response.headers.get("inference-header-content-length")
+    head = body if length is None else body[: int(length)]
+    try:
+        answer: dict[str, Any] = json.loads(head)
+    except ValueError as exc:
+        raise ClientError(response.status_code, "the answer is not JSON") from exc
+    offset = len(head)
+    for output in answer.get("outputs", []):
+        size = output.get("parameters", {}).pop("binary_data_size", None)
+        if size is None:
+            continue
+        data = np.frombuffer(body[offset : offset + size], _DTYPES[output["datatype"]])
+        output["data"] = data.tolist()
+        offset += size
+        if not output["parameters"]:
+            del output["parameters"]
+    return answer
 
 
 def _error_from(response: httpx.Response) -> ClientError:
@@ -232,6 +305,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     predict.add_argument("images", nargs="+", metavar="IMAGE", help="image file; '-' = stdin")
     predict.add_argument("--json", action="store_true", help="one JSON object per line")
+    infer = commands.add_parser(
+        "infer",
+        parents=[common],
+        help="classify through the Open Inference Protocol v2 (binary tensors by default)",
+        description="Each .npy file (shape (N, 28, 28), 0..255, white on black) is sent as "
+        "one UINT8 tensor; other files together as one BYTES tensor of image files.",
+    )
+    infer.add_argument("files", nargs="+", metavar="FILE", help=".npy array or image file")
+    infer.add_argument(
+        "--json-tensors", action="store_true", help="JSON tensors instead of binary ones"
+    )
+    infer.add_argument("--model", default="mnist-mlp", help="model name (default mnist-mlp)")
     commands.add_parser("ready", parents=[common], help="exit 0 if the service is ready")
     return parser
 
@@ -262,6 +347,41 @@ def _run_predict(client: DigitClient, images: list[str], as_json: bool) -> int:
     return 1 if failed else 0
 
 
+def _run_infer(client: DigitClient, files: list[str], binary: bool, model: str) -> int:
+    """One request per .npy file, one for all image files; one line per image."""
+    arrays = [name for name in files if name.endswith(".npy")]
+    images = [name for name in files if not name.endswith(".npy")]
+    jobs: list[tuple[list[str], Any]] = []
+    try:
+        for name in arrays:
+            pixels = np.load(name, allow_pickle=False)
+            labels = [f"{name}[{index}]" for index in range(len(pixels))]
+            jobs.append((labels, lambda p=pixels: client.infer_v2(p, model=model, binary=binary)))
+        if images:
+            blobs = [Path(name).read_bytes() for name in images]
+            jobs.append((images, lambda: client.infer_v2_images(blobs, model=model, binary=binary)))
+    except (OSError, ValueError) as exc:
+        print(f"mnist-client: cannot read the input: {exc}", file=sys.stderr)
+        return 2
+    failed = False
+    for labels, call in jobs:
+        try:
+            answer = call()
+        except ClientError as exc:
+            if exc.status is None:
+                print(f"mnist-client: {exc.message}; is the service running?", file=sys.stderr)
+                return 3
+            failed = True
+            print(f"{labels[0]}...: error {exc.status}: {exc.message}", file=sys.stderr)
+            continue
+        outputs = {output["name"]: output for output in answer["outputs"]}
+        probabilities = np.asarray(outputs["probabilities"]["data"]).reshape(-1, 10)
+        for label, digit, row in zip(labels, outputs["digit"]["data"], probabilities, strict=True):
+            confidence = math.floor(float(row[digit]) * 1000) / 10
+            print(f"{label}: {digit} (confidence {confidence:.1f}%)", flush=True)
+    return 1 if failed else 0
+
+
 def _report(name: str, status: int | None, message: str, as_json: bool) -> None:
     if as_json:
         print(json.dumps({"file": name, "status": status, "error": message}), flush=True)
@@ -278,6 +398,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             ready = client.ready()
             print("ready" if ready else f"not ready (or not reachable): {args.url}")
             return 0 if ready else 1
+        if args.command == "infer":
+            return _run_infer(client, args.files, not args.json_tensors, args.model)
         return _run_predict(client, args.images, args.json)
 
 

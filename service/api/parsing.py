@@ -24,6 +24,7 @@ from starlette.formparsers import MultiPartException
 from starlette.requests import Request
 from starlette.types import Message
 
+from service.api.arrays import NPY_TYPES, body_array
 from service.api.asgi import header, read_body
 from service.errors import InvalidInput, PayloadTooLarge, ServiceError, UnsupportedMediaType
 from service.inputs import PIXELS, pixel_rows
@@ -187,6 +188,11 @@ async def single_image_rows(request: Request, limits: Limits) -> np.ndarray:
 async def batch_rows(request: Request, limits: Limits) -> np.ndarray:
     """The body of POST /v1/predict/batch -> (n, 784), in input order."""
     kind = media_type(request)
+    if kind == "application/octet-stream" or kind in NPY_TYPES:
+        body = await read_body(request.scope, request.receive, limits.max_upload_bytes)
+        array = body_array(body, kind)
+        check_item_count(len(array), limits)
+        return pixel_rows(array)
     if kind == "multipart/form-data":
         blobs = await read_form(request, "files", limits, many=True)
         check_item_count(len(blobs), limits)
@@ -201,5 +207,6 @@ async def batch_rows(request: Request, limits: Limits) -> np.ndarray:
         blobs = [decode_base64(item, f'"images"[{index}]') for index, item in enumerate(images)]
         return await decode_images(blobs, limits)
     raise UnsupportedMediaType(
-        f"content type {kind or '(none)'!r} is not accepted; send multipart/form-data or JSON"
+        f"content type {kind or '(none)'!r} is not accepted; send multipart/form-data, JSON, "
+        "application/octet-stream (N x 28 x 28 uint8 pixels) or application/x-npy"
     )

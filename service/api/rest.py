@@ -111,7 +111,9 @@ def build_router(registry: ModelRegistry, limits: Limits, lifecycle: Lifecycle) 
     )
     @served_directly
     async def predict_batch(request: Request) -> Response:
-        """Send images as repeated multipart field `files`, or JSON `{"images": ["<base64>", ...]}`.
+        """Send images as repeated multipart field `files`, or JSON `{"images": ["<base64>", ...]}`,
+        or pixel arrays with no image files to decode: raw `application/octet-stream`
+        N x 28 x 28 uint8 bytes, or a `.npy` array (`application/x-npy`).
         The answer lists one prediction per image, in the order sent."""
         predictor = registry.resolve(version=requested_version(request))
         predictor.check_capacity()

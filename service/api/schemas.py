@@ -129,6 +129,16 @@ BATCH_BODY: dict[str, Any] = {
                 "schema": BatchJSON.model_json_schema(),
                 "example": {"images": [EXAMPLE_PNG_BASE64, EXAMPLE_PNG_BASE64]},
             },
+            "application/octet-stream": {
+                "schema": {
+                    "type": "string",
+                    "format": "binary",
+                    "description": "N x 28 x 28 uint8 pixels, row-major (numpy: "
+                    "images.astype(np.uint8).tobytes()); N = length / 784. Intensities "
+                    "0..255, white digit on black. A .npy array (np.save; shape (N, 28, 28) or "
+                    "(N, 784), uint8 or float) is accepted too, here or as application/x-npy.",
+                }
+            },
         },
     }
 }

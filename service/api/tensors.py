@@ -1,174 +1,257 @@
-"""Open Inference Protocol v2 tensors: request bodies in, output tensors out.
+"""Open Inference Protocol tensors, whatever carried them (HTTP JSON, HTTP binary, gRPC).
 
 The model takes one image per row, through any ONE of these inputs (unique
 names, listed in the model metadata):
 
 - `pixels`   FP32  [N,784] (or [N,28,28], [N,1,28,28]): intensities 0..255,
-  white digit on black (MNIST's convention; 0..1 tensors are refused with a
-  message, never silently misread);
+  white digit on black (the model card's convention; 0..1 tensors are refused
+  with a message, never silently misread);
 - `image_u8` UINT8 [N,28,28] (or [N,784]): the same, as bytes;
-- `image`    BYTES [N]: image files (PNG, JPEG, ...), base64 in JSON, preprocessed
-  like /v1 uploads.
+- `image`    BYTES [N]: image files (PNG, JPEG, ...), preprocessed like /v1 uploads.
 
-Outputs: `probabilities` FP32 [N,10] and `digit` INT64 [N]. Every pixel tensor
-passes `service.inputs.pixel_rows`, the check /v1 uses too.
+Outputs: `probabilities` FP32 [N,10] and `digit` INT64 [N].
+
+A tensor's values arrive either as a JSON list or as raw little-endian bytes
+(the binary extension, gRPC's `raw_input_contents`). Raw sizes are checked
+against shape and datatype before a byte is read, and a raw numeric tensor
+becomes a zero-copy `np.frombuffer` view: the batcher copies each image once,
+into its float32 batch. Every pixel tensor passes `service.inputs.pixel_rows`,
+the check /v1 uses too.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+import struct
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import orjson
 
-from service.api.parsing import Limits, check_depth, check_item_count, decode_base64
+from service.api.parsing import Limits, check_item_count, decode_base64, decode_images
 from service.errors import BadRequest, InvalidInput
-from service.inputs import PIXELS, pixel_rows
+from service.inputs import PIXELS, SIDE, pixel_rows
+from service.model_card import ModelCard
+from service.predictor import Predictions
 
-PIXEL_SCALE = {"pixel_scale": "0..255", "foreground": "white", "background": "black"}
-INPUTS: dict[str, dict[str, Any]] = {
-    "pixels": {"datatype": "FP32", "shape": [-1, PIXELS], "parameters": PIXEL_SCALE},
-    "image_u8": {"datatype": "UINT8", "shape": [-1, 28, 28], "parameters": PIXEL_SCALE},
-    "image": {
-        "datatype": "BYTES",
-        "shape": [-1],
-        "parameters": {"content": "image files (PNG, JPEG, WebP, BMP, GIF, TIFF), base64 in JSON"},
-    },
+PIXEL_INPUT, UINT8_INPUT, IMAGE_INPUT = "pixels", "image_u8", "image"
+PROBABILITIES, DIGIT = "probabilities", "digit"
+DTYPES: dict[str, np.dtype[Any]] = {
+    "FP32": np.dtype("<f4"),
+    "UINT8": np.dtype("u1"),
+    "INT64": np.dtype("<i8"),
 }
-OUTPUTS: dict[str, dict[str, Any]] = {
-    "probabilities": {"datatype": "FP32", "shape": [-1, 10]},
-    "digit": {"datatype": "INT64", "shape": [-1]},
-}
-NUMPY_TYPES = {"FP32": np.float32, "UINT8": np.uint8}
+_LENGTH = struct.Struct("<I")  # BYTES elements: a 4-byte little-endian length, then the bytes
+
+
+def input_specs(card: ModelCard) -> dict[str, dict[str, Any]]:
+    """The inputs the metadata lists, from the model card: the graph's float input (as
+    `pixels`), its UINT8 and image-file forms, each with the pixel scale it takes."""
+    (graph_input,) = card.inputs
+    convention = card.pixel_convention
+    low, high = convention.value_range
+    scale = {
+        "pixel_scale": f"{low:g}..{high:g}",
+        "foreground": convention.foreground,
+        "background": convention.background,
+    }
+    return {
+        PIXEL_INPUT: {
+            "datatype": graph_input.datatype,
+            "shape": graph_input.shape,
+            "parameters": scale,
+        },
+        UINT8_INPUT: {"datatype": "UINT8", "shape": [-1, SIDE, SIDE], "parameters": scale},
+        IMAGE_INPUT: {
+            "datatype": "BYTES",
+            "shape": [-1],
+            "parameters": {
+                "content": "image files (PNG, JPEG, WebP, BMP, GIF, TIFF); base64 in JSON, "
+                "raw bytes with the binary extension or gRPC"
+            },
+        },
+    }
+
+
+def output_specs(card: ModelCard) -> dict[str, dict[str, Any]]:
+    """The outputs as served: the graph's probabilities and their argmax."""
+    graph = {output.name: output for output in card.outputs}
+    probabilities = graph[PROBABILITIES]
+    return {
+        PROBABILITIES: {"datatype": probabilities.datatype, "shape": probabilities.shape},
+        DIGIT: {"datatype": "INT64", "shape": [-1]},
+    }
+
+
+# The names requests are checked against; the model card must agree (checked at load).
+INPUT_TYPES = {PIXEL_INPUT: "FP32", UINT8_INPUT: "UINT8", IMAGE_INPUT: "BYTES"}
+OUTPUT_TYPES = {PROBABILITIES: "FP32", DIGIT: "INT64"}
+
+
+@dataclass(frozen=True)
+class InputTensor:
+    """One input tensor: JSON values (`data`) or raw little-endian bytes (`raw`)."""
+
+    name: str
+    datatype: str
+    shape: list[int]
+    data: Any = None
+    raw: bytes | memoryview | None = None
+
+
+@dataclass(frozen=True)
+class RequestedOutput:
+    name: str
+    binary: bool = False  # HTTP: answer this output as raw bytes after the JSON header
 
 
 @dataclass(frozen=True)
 class InferenceRequest:
-    """What an infer call asks: one input tensor, which outputs, and its id."""
+    """What an infer call asks, whichever protocol brought it."""
 
-    input_name: str
-    datatype: str
-    shape: list[int]
-    data: Any  # nested or flat list (JSON); BYTES: a list of base64 strings
-    outputs: list[str]
-    id: str | None
-
-
-def _field(value: dict[str, Any], key: str, kind: type, where: str) -> Any:
-    item = value.get(key)
-    if not isinstance(item, kind):
-        raise BadRequest(f"{where} needs '{key}' as a {kind.__name__}")
-    return item
+    input: InputTensor
+    outputs: list[RequestedOutput]
+    id: str | None = None
+    timeout_s: float | None = None  # the request's own deadline (Triton's `timeout`, µs)
+    parameters: dict[str, Any] = field(default_factory=dict)
 
 
-def parse_request(body: bytes, limits: Limits) -> InferenceRequest:
-    """A JSON inference request -> `InferenceRequest`, or a 400 that names the problem."""
-    try:
-        value = orjson.loads(body)
-    except orjson.JSONDecodeError as error:
-        raise BadRequest(f"body is not valid JSON: {error}") from None
-    if not isinstance(value, dict):
-        raise BadRequest('the body must be a JSON object with "inputs"')
-    inputs = _field(value, "inputs", list, "an inference request")
-    if len(inputs) != 1 or not isinstance(inputs[0], dict):
-        raise BadRequest(f'"inputs" must hold exactly one tensor, one of {list(INPUTS)}')
-    tensor = inputs[0]
-    name = _field(tensor, "name", str, "an input")
-    datatype = _field(tensor, "datatype", str, f"input '{name}'")
-    shape = _field(tensor, "shape", list, f"input '{name}'")
-    if "data" not in tensor:
-        raise BadRequest(f"input '{name}' needs 'data'")
-    if not all(isinstance(size, int) and size >= 0 for size in shape):
-        raise BadRequest(f"input '{name}' shape {shape} must be non-negative integers")
-    # The free-form parts may not nest deeply; the data itself is checked by numpy.
-    check_depth({k: v for k, v in value.items() if k != "inputs"}, limits.max_json_depth)
-    check_depth(tensor.get("parameters"), limits.max_json_depth)
-    requested = value.get("outputs")
-    if requested is None:
-        outputs = list(OUTPUTS)
-    elif isinstance(requested, list) and all(
-        isinstance(o, dict) and isinstance(o.get("name"), str) for o in requested
-    ):
-        outputs = [o["name"] for o in requested]
-    else:
-        raise BadRequest('"outputs" must be a list of {"name": ...} objects')
-    unknown = sorted(set(outputs) - set(OUTPUTS))
+def check_outputs(names: list[str]) -> None:
+    unknown = sorted(set(names) - set(OUTPUT_TYPES))
     if unknown:
-        raise BadRequest(f"unknown outputs {unknown}; available: {list(OUTPUTS)}")
-    request_id = value.get("id")
-    if request_id is not None and not isinstance(request_id, str):
-        raise BadRequest('"id" must be a string')
-    return InferenceRequest(name, datatype, shape, tensor["data"], outputs, request_id)
+        raise BadRequest(f"unknown outputs {unknown}; available: {list(OUTPUT_TYPES)}")
 
 
-def pixel_tensor(request: InferenceRequest, limits: Limits) -> np.ndarray:
-    """A numeric input tensor -> checked (n, 784) rows."""
-    expected = INPUTS.get(request.input_name)
+def check_input(tensor: InputTensor, limits: Limits) -> None:
+    """Name, datatype and shape, before any value is looked at."""
+    expected = INPUT_TYPES.get(tensor.name)
     if expected is None:
         raise BadRequest(
-            f"unknown input '{request.input_name}'; this model takes one of {list(INPUTS)}"
+            f"unknown input '{tensor.name}'; this model takes one of {list(INPUT_TYPES)}"
         )
-    if request.datatype != expected["datatype"]:
+    if tensor.datatype != expected:
+        what = " (image files)" if expected == "BYTES" else ""
         raise BadRequest(
-            f"input '{request.input_name}' has datatype {expected['datatype']}, "
-            f"got {request.datatype}"
+            f"input '{tensor.name}' has datatype {expected}{what}, got {tensor.datatype}"
         )
-    count = request.shape[0] if request.shape else 0
-    check_item_count(count, limits)
-    size = int(np.prod(request.shape))
-    dtype = NUMPY_TYPES[request.datatype]
+    shape = tensor.shape
+    if not shape or not all(isinstance(size, int) and size >= 0 for size in shape):
+        raise BadRequest(f"input '{tensor.name}' shape {shape} must be non-negative integers")
+    check_item_count(shape[0], limits)
+
+
+def pixel_tensor_rows(tensor: InputTensor, limits: Limits) -> np.ndarray:
+    """A numeric input tensor -> checked (n, 784) rows (a view of raw bytes, no copy)."""
+    check_input(tensor, limits)
+    name, shape = tensor.name, tensor.shape
+    size = math.prod(shape)
+    if len(shape) < 2 or size != shape[0] * PIXELS:
+        raise BadRequest(
+            f"input '{name}' shape {shape} not supported: use [N,784], [N,28,28] or [N,1,28,28]"
+        )
+    dtype = DTYPES[tensor.datatype]
+    if tensor.raw is not None:
+        expected = size * dtype.itemsize
+        if len(tensor.raw) != expected:
+            raise BadRequest(
+                f"input '{name}' has {len(tensor.raw)} bytes of data but {tensor.datatype} "
+                f"shape {shape} needs {expected}"
+            )
+        values = np.frombuffer(tensor.raw, dtype=dtype)
+    else:
+        values = json_values(tensor, size)
     try:
-        values = np.asarray(request.data, dtype=np.float64 if dtype == np.uint8 else dtype)
+        return pixel_rows(values.reshape(shape))
+    except InvalidInput as error:  # the protocol answers every malformed tensor with 400
+        raise BadRequest(f"input '{name}': {error.message}") from None
+
+
+def json_values(tensor: InputTensor, size: int) -> np.ndarray:
+    """JSON numbers -> a flat array of the tensor's datatype, checked for what JSON allows
+    but the datatype does not (fractions or out-of-range values for UINT8)."""
+    name, datatype = tensor.name, tensor.datatype
+    if not isinstance(tensor.data, list):
+        raise BadRequest(f"input '{name}' data must be a list of {datatype} numbers")
+    is_u8 = datatype == "UINT8"
+    try:
+        values = np.asarray(tensor.data, dtype=np.float64 if is_u8 else DTYPES[datatype])
     except (ValueError, TypeError, OverflowError):
-        raise BadRequest(
-            f"input '{request.input_name}' data must be {request.datatype} numbers"
-        ) from None
+        raise BadRequest(f"input '{name}' data must be {datatype} numbers") from None
     values = values.reshape(-1)
-    if dtype == np.uint8:  # JSON numbers: whole and within 0..255, or the client is confused
-        if not (np.isfinite(values).all() and (values == np.round(values)).all()):
-            raise BadRequest(f"input '{request.input_name}' is UINT8 but holds fractions")
-        if values.size and (values.min() < 0 or values.max() > 255):
-            raise BadRequest(f"input '{request.input_name}' is UINT8: values must be 0..255")
-        values = values.astype(np.uint8)
     if values.size != size:
         raise BadRequest(
-            f"input '{request.input_name}' has {values.size} values but shape "
-            f"{request.shape} needs {size}"
+            f"input '{name}' has {values.size} values but shape {tensor.shape} needs {size}"
         )
-    try:
-        return pixel_rows(values.reshape(request.shape))
-    except InvalidInput as error:  # the protocol answers every malformed tensor with 400
-        raise BadRequest(f"input '{request.input_name}': {error.message}") from None
+    if is_u8:
+        if not (np.isfinite(values).all() and (values == np.round(values)).all()):
+            raise BadRequest(f"input '{name}' is UINT8 but holds fractions")
+        if values.size and (values.min() < 0 or values.max() > 255):
+            raise BadRequest(f"input '{name}' is UINT8: values must be 0..255")
+        values = values.astype(np.uint8)
+    return values
 
 
-def image_files(request: InferenceRequest, limits: Limits) -> list[bytes]:
-    """A BYTES input -> the image files it carries."""
-    if request.datatype != "BYTES":
-        raise BadRequest(f"input 'image' has datatype BYTES (image files), got {request.datatype}")
-    items = request.data
-    if not isinstance(items, list) or request.shape != [len(items)]:
-        raise BadRequest(f"BYTES input shape {request.shape} must be [N] with N = number of items")
-    check_item_count(len(items), limits)
+def split_bytes_elements(raw: bytes | memoryview, count: int, name: str) -> list[bytes]:
+    """Raw BYTES tensor data: `count` elements, each a 4-byte little-endian length and
+    that many bytes, filling `raw` exactly; nothing is read past its end."""
+    view = memoryview(raw)
+    items: list[bytes] = []
+    offset = 0
+    for index in range(count):
+        if offset + 4 > len(view):
+            raise BadRequest(
+                f"input '{name}' binary data ends before element {index} of {count} "
+                "(each element is a 4-byte little-endian length, then its bytes)"
+            )
+        (length,) = _LENGTH.unpack_from(view, offset)
+        offset += 4
+        if offset + length > len(view):
+            raise BadRequest(
+                f"input '{name}' element {index} says {length} bytes but only "
+                f"{len(view) - offset} remain"
+            )
+        items.append(bytes(view[offset : offset + length]))
+        offset += length
+    if offset != len(view):
+        raise BadRequest(
+            f"input '{name}' has {len(view) - offset} bytes after its {count} elements"
+        )
+    return items
+
+
+def image_files(tensor: InputTensor, limits: Limits) -> list[bytes]:
+    """A BYTES input -> the image files it carries (base64 strings in JSON, raw otherwise)."""
+    check_input(tensor, limits)
+    shape = tensor.shape
+    if len(shape) > 2 or math.prod(shape) != shape[0]:
+        raise BadRequest(f"BYTES input shape {shape} must be [N] (or [N,1]), one image per item")
+    count = shape[0]
+    if tensor.raw is not None:
+        return split_bytes_elements(tensor.raw, count, tensor.name)
+    items = tensor.data
+    if isinstance(items, list) and len(shape) == 2:
+        items = [item[0] if isinstance(item, list) and len(item) == 1 else item for item in items]
+    if not isinstance(items, list) or len(items) != count:
+        raise BadRequest(f"BYTES input shape {shape} must be [N] with N = number of items")
     return [decode_base64(item, f"input 'image' item {i}") for i, item in enumerate(items)]
 
 
-def output_tensors(
-    outputs: list[str], probabilities: np.ndarray, digits: np.ndarray
-) -> list[dict[str, Any]]:
-    count = len(digits)
-    tensors = {
-        "probabilities": {
-            "name": "probabilities",
-            "datatype": "FP32",
-            "shape": [count, probabilities.shape[1]],
-            "data": probabilities.ravel(),
-        },
-        "digit": {
-            "name": "digit",
-            "datatype": "INT64",
-            "shape": [count],
-            "data": digits.astype(np.int64),
-        },
+async def input_rows(tensor: InputTensor, limits: Limits) -> np.ndarray:
+    """Any input tensor -> checked (n, 784) pixel rows: image files are preprocessed."""
+    if tensor.name == IMAGE_INPUT:
+        return await decode_images(image_files(tensor, limits), limits)
+    return pixel_tensor_rows(tensor, limits)
+
+
+def output_arrays(names: list[str], result: Predictions) -> list[tuple[str, str, np.ndarray]]:
+    """(name, datatype, array) of each requested output, in the order asked."""
+    arrays = {
+        PROBABILITIES: ("FP32", result.probabilities),
+        DIGIT: ("INT64", result.digits.astype(np.int64, copy=False)),
     }
-    return [tensors[name] for name in outputs]
+    return [(name, *arrays[name]) for name in names]
+
+
+def raw_bytes(array: np.ndarray, datatype: str) -> bytes:
+    """An output's data as the protocol's raw bytes: little-endian, row-major, no padding."""
+    return np.ascontiguousarray(array, dtype=DTYPES[datatype]).tobytes()

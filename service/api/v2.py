@@ -14,24 +14,29 @@ from pydantic import BaseModel
 from starlette.responses import Response
 
 from service.api.answers import JSONAnswer
-from service.api.asgi import read_body
+from service.api.asgi import client_gone, header, read_body
 from service.api.auth import documented_schemes
+from service.api.content_coding import accepted_coding, decode_body, encode_body
 from service.api.fast_routes import served_directly
-from service.api.parsing import Limits, decode_images
-from service.api.rest import predict_rows
-from service.api.schemas import EXAMPLE_PIXELS, EXAMPLE_PNG_BASE64, error_responses
-from service.api.tensors import (
-    INPUTS,
-    OUTPUTS,
-    image_files,
-    output_tensors,
-    parse_request,
-    pixel_tensor,
+from service.api.infer_body import (
+    BINARY_MEDIA_TYPE,
+    HEADER_LENGTH,
+    HEADER_LENGTH_NAME,
+    JSON_MEDIA_TYPE,
+    decode_request,
+    encode_response,
+    header_length,
 )
+from service.api.parsing import Limits
+from service.api.rest import request_timeout
+from service.api.schemas import EXAMPLE_PIXELS, EXAMPLE_PNG_BASE64, error_responses
+from service.api.tensors import input_rows, input_specs, output_specs
 from service.lifecycle import Lifecycle
 from service.predictor import Predictor
 from service.registry import ModelRegistry
 
+# The protocol extensions this server implements, as `GET /v2` lists them.
+EXTENSIONS = ["binary_tensor_data"]
 SERVER_NAME = "mnist-serve"
 
 
@@ -80,19 +85,20 @@ INFER_BODY: dict[str, Any] = {
 
 def model_metadata(registry: ModelRegistry, predictor: Predictor) -> dict[str, Any]:
     """Built from what is served: the versions, the card's inputs and outputs."""
+    card = predictor.model.card
     return {
         "name": registry.name,
         "versions": [str(p.model.version) for p in registry.served()],
         "platform": "onnxruntime_onnx",
-        "inputs": [{"name": name, **spec} for name, spec in INPUTS.items()],
-        "outputs": [{"name": name, **spec} for name, spec in OUTPUTS.items()],
+        "inputs": [{"name": name, **spec} for name, spec in input_specs(card).items()],
+        "outputs": [{"name": name, **spec} for name, spec in output_specs(card).items()],
         "parameters": {"version": str(predictor.model.version), "variant": predictor.model.variant},
     }
 
 
 def build_router(registry: ModelRegistry, limits: Limits, lifecycle: Lifecycle) -> APIRouter:
     router = APIRouter(prefix="/v2", tags=["Open Inference Protocol v2"])
-    server = {"name": SERVER_NAME, "version": server_version(), "extensions": []}
+    server = {"name": SERVER_NAME, "version": server_version(), "extensions": EXTENSIONS}
 
     @router.get("", summary="Server metadata")
     async def server_metadata() -> Response:
@@ -112,21 +118,31 @@ def build_router(registry: ModelRegistry, limits: Limits, lifecycle: Lifecycle) 
     async def infer(request: Request, name: str, version: str | None) -> Response:
         predictor = registry.resolve(name, version)
         predictor.check_capacity()
-        body = await read_body(request.scope, request.receive, limits.max_upload_bytes)
-        inference = parse_request(body, limits)
-        if inference.input_name == "image":
-            rows = await decode_images(image_files(inference, limits), limits)
-        else:
-            rows = pixel_tensor(inference, limits)
-        result = await predict_rows(predictor, request, rows)
-        answer: dict[str, Any] = {
+        scope = request.scope
+        body = await read_body(scope, request.receive, limits.max_upload_bytes)
+        body = decode_body(scope, body, limits.max_upload_bytes)
+        inference = decode_request(body, header_length(header(scope, HEADER_LENGTH)), limits)
+        rows = await input_rows(inference.input, limits)
+        deadlines = [t for t in (request_timeout(request), inference.timeout_s) if t is not None]
+        result = await predictor.predict(
+            rows, timeout_s=min(deadlines, default=None), abandoned=client_gone(scope)
+        )
+        head: dict[str, Any] = {
             "model_name": registry.name,
             "model_version": str(predictor.model.version),
-            "outputs": output_tensors(inference.outputs, result.probabilities, result.digits),
         }
         if inference.id is not None:
-            answer["id"] = inference.id
-        return JSONAnswer(answer)
+            head["id"] = inference.id
+        content, json_length = encode_response(head, inference.outputs, result)
+        headers = {}
+        if json_length is not None:
+            headers[HEADER_LENGTH_NAME] = str(json_length)
+        coding = accepted_coding(scope)
+        if coding is not None:
+            content = encode_body(content, coding)
+            headers["Content-Encoding"] = coding
+        media_type = JSON_MEDIA_TYPE if json_length is None else BINARY_MEDIA_TYPE
+        return Response(content, headers=headers, media_type=media_type)
 
     def add_model_routes(prefix: str) -> None:
         @router.get(
@@ -157,8 +173,14 @@ def build_router(registry: ModelRegistry, limits: Limits, lifecycle: Lifecycle) 
         @served_directly
         async def model_infer(request: Request, name: str, version: str | None = None) -> Response:
             """Classify pixel tensors (`pixels` FP32 or `image_u8` UINT8, intensities
-            0..255, white digit on black) or image files (`image`, BYTES, base64).
-            Malformed tensors answer 400 with {"error": "..."}."""
+            0..255, white digit on black; 0..1 tensors are refused) or image files
+            (`image`, BYTES, base64 in JSON). Any Content-Type. Triton's binary tensor
+            data extension: raw tensor bytes after the JSON header, whose length is in
+            `Inference-Header-Content-Length`, per input `parameters.binary_data_size`;
+            outputs as raw bytes with `parameters.binary_data: true` (or request
+            parameter `binary_data_output`). `Content-Encoding: gzip|deflate` bodies
+            and `Accept-Encoding` answers. Malformed tensors answer 400 with
+            {"error": "..."}."""
             return await infer(request, name, version)
 
     add_model_routes("/models/{name}")

@@ -17,7 +17,8 @@ INFER = "/v2/models/mnist-mlp/infer"
 def test_server_and_model_metadata(client: TestClient) -> None:
     assert client.get("/v2/health/live").status_code == 200
     assert client.get("/v2/health/ready").json() == {"ready": True}
-    assert client.get("/v2").json()["extensions"] == []
+    server = client.get("/v2").json()
+    assert server["name"] == "mnist-serve" and server["extensions"] == ["binary_tensor_data"]
     for path in ["/v2/models/mnist-mlp", "/v2/models/mnist-mlp/versions/1"]:
         meta = client.get(path).json()
         assert meta["name"] == "mnist-mlp" and meta["versions"] == ["1"]
