@@ -51,7 +51,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     MNIST_SHUTDOWN_GRACE_S=20 \
     MNIST_DRAIN_DELAY_S=0
 USER 10001:10001
-EXPOSE 8000
+EXPOSE 8000 8001
 # Ready = model loaded and warm; 503 while loading or draining. No curl needed.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
     CMD ["python3", "-c", "import urllib.request as u; u.urlopen('http://127.0.0.1:8000/readyz', timeout=2)"]

@@ -1,6 +1,6 @@
 """Batch throughput of the inference protocol, in images per second, on ONE worker.
 
-    python -m benchmarks.protocol_bench                 # ~1 min: 10 s per point
+    python -m benchmarks.protocol_bench                 # ~2 min: 10 s per point
     python -m benchmarks.protocol_bench --seconds 20 --max-batch-size 64 256
     python -m benchmarks.protocol_bench --alloc         # memory per request, in-process
 
@@ -10,7 +10,9 @@ What runs (the server pinned to core 1 with `taskset -c 1`, the client to core 0
   2. v2 JSON tensors: the same 256 images as a JSON UINT8 tensor, JSON outputs;
   3. v1 batch binary: 256 images as raw `application/octet-stream` N x 28 x 28 bytes;
   4. v1 batch PNG: 64 PNG files as multipart (the decoding-bound path);
-  5. raw onnxruntime in-process at the same batch sizes, one thread (the ceiling).
+  5. gRPC ModelInfer, 256 UINT8 images per call as raw_input_contents (what
+     tritonclient.grpc sends), 8 calls in flight from a grpc.aio client;
+  6. raw onnxruntime in-process at the same batch sizes, one thread (the ceiling).
 Each HTTP point reports images/s on the wall clock and server CPU microseconds
 per image (process utime+stime over images answered), which holds on a shared
 machine where wall-clock rates do not. The machine's load average is printed.
@@ -24,6 +26,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import subprocess
+import sys
 import tempfile
 import time
 import tracemalloc
@@ -126,7 +130,7 @@ def ort_ceiling(batch_sizes: Iterable[int], seconds: float) -> dict[str, float]:
     from service.config import Settings
     from service.model import OnnxModel, resolve_version_dir
 
-    settings = Settings(model_repository=ROOT / "models")
+    settings = Settings(model_repository=ROOT / "models", grpc_port=0)
     model = OnnxModel(
         resolve_version_dir(settings.model_repository, settings.model_name, None),
         intra_op_threads=1,
@@ -144,6 +148,98 @@ def ort_ceiling(batch_sizes: Iterable[int], seconds: float) -> dict[str, float]:
         rates[f"{size}_images_per_s"] = round(count / (time.perf_counter() - started), 1)
         rates[f"{size}_cpu_us_per_image"] = round(1e6 * (time.process_time() - cpu) / count, 2)
     return rates
+
+
+async def _grpc_load(target: str, seconds: float, concurrency: int) -> dict[str, float]:
+    """`concurrency` callers, each sending 256-image ModelInfer calls back to back."""
+    import grpc
+
+    from service.grpc.methods import InferenceStub
+    from service.grpc.protocol import grpc_predict_v2_pb2 as pb
+
+    digits, _ = load_digits()
+    requests = []
+    for k in range(VARIANTS):
+        images = np.roll(digits, -k * 97, axis=0)[:IMAGES]
+        request = pb.ModelInferRequest(model_name="mnist-mlp")
+        request.raw_input_contents.append(images.tobytes())
+        request.inputs.add(name="image_u8", datatype="UINT8", shape=list(images.shape))
+        requests.append(request)
+    latencies: list[float] = []
+    failures = 0
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = InferenceStub(channel)
+        await stub.ModelInfer(requests[0], timeout=30)  # warm: connection open
+
+        async def caller(index: int) -> None:
+            nonlocal failures
+            k = index
+            while time.perf_counter() < stop:
+                started = time.perf_counter()
+                try:
+                    await stub.ModelInfer(requests[k % VARIANTS], timeout=30)
+                    latencies.append(time.perf_counter() - started)
+                except grpc.aio.AioRpcError:
+                    failures += 1
+                k += 1
+
+        began = time.perf_counter()
+        stop = began + seconds
+        await asyncio.gather(*(caller(i) for i in range(concurrency)))
+        elapsed = time.perf_counter() - began
+    ordered = sorted(latencies)
+    return {
+        "calls": len(latencies),
+        "errors": failures,
+        "seconds": elapsed,
+        "p50_ms": 1000 * ordered[len(ordered) // 2] if ordered else 0.0,
+        "p99_ms": 1000 * ordered[int(len(ordered) * 0.99)] if ordered else 0.0,
+    }
+
+
+def grpc_point(args: argparse.Namespace, root: Path, batch_size: int) -> dict[str, Any]:
+    """One server with gRPC on a free port; the client in its own process on core 0."""
+    from benchmarks.wrk import process_tree_cpu_s
+    from evaluation.live_server import free_port
+
+    grpc_port = free_port()
+    server = start_server(
+        f"grpc-bs{batch_size}",
+        ["--max-batch-size", str(batch_size), "--grpc-port", str(grpc_port)],
+        cpus=SERVER_CPU,
+        log_dir=root / "logs",
+    )
+    target = f"127.0.0.1:{grpc_port}"
+    client = ["taskset", "-c", CLIENT_CPU, sys.executable, "-m", "benchmarks.protocol_bench"]
+    common = ["--grpc-client", target, "--connections", str(args.connections)]
+    try:
+        subprocess.run([*client, *common, "--seconds", "1"], check=True, capture_output=True)
+        cpu_before = process_tree_cpu_s(server.process.pid)
+        done = subprocess.run(
+            [*client, *common, "--seconds", str(args.seconds)],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=args.seconds + 120,
+        )
+        cpu_used = process_tree_cpu_s(server.process.pid) - cpu_before
+    finally:
+        server.stop()
+    result = orjson.loads(done.stdout.strip().splitlines()[-1])
+    answered = result["calls"] * IMAGES
+    point = {
+        "scenario": "grpc-raw",
+        "max_batch_size": batch_size,
+        "images_per_request": IMAGES,
+        "images_per_s": round(answered / result["seconds"], 1),
+        "server_cpu_us_per_image": round(1e6 * cpu_used / answered, 2) if answered else None,
+        "images_per_cpu_s": round(answered / cpu_used, 1) if cpu_used else None,
+        "p50_ms": round(result["p50_ms"], 3),
+        "p99_ms": round(result["p99_ms"], 3),
+        "errors": result["errors"],
+    }
+    print(orjson.dumps(point).decode(), flush=True)
+    return point
 
 
 def http_points(args: argparse.Namespace, root: Path) -> list[dict[str, Any]]:
@@ -204,7 +300,7 @@ async def _alloc_run(requests: int) -> dict[str, float]:
 
     digits, _ = load_digits()
     body, json_length = triton_binary_body(digits[:IMAGES])
-    app = create_app(Settings(model_repository=ROOT / "models", access_log=False))
+    app = create_app(Settings(model_repository=ROOT / "models", access_log=False, grpc_port=0))
     chunk = 65536  # about what uvicorn hands over per read of a large body
     scope = {
         "type": "http",
@@ -266,7 +362,13 @@ def main(argv: list[str] | None = None) -> None:
         default=["v2-binary", "v2-json", "v1-batch-octet", "v1-batch-png"],
     )
     parser.add_argument("--alloc", action="store_true", help="only the in-process memory run")
+    parser.add_argument("--no-grpc", action="store_true", help="skip the gRPC point")
+    parser.add_argument("--grpc-client", metavar="TARGET", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.grpc_client:  # the client side of the gRPC point, run on the client core
+        result = asyncio.run(_grpc_load(args.grpc_client, args.seconds, args.connections))
+        print(orjson.dumps(result).decode())
+        return
     os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
     stop_servers_on_sigterm()
     print(f"load average before: {os.getloadavg()}", flush=True)
@@ -275,6 +377,9 @@ def main(argv: list[str] | None = None) -> None:
         return
     with tempfile.TemporaryDirectory(prefix="protocol-bench-") as tmp:
         http_points(args, Path(tmp))
+        if not args.no_grpc:
+            for batch_size in args.max_batch_size:
+                grpc_point(args, Path(tmp), batch_size)
     os.sched_setaffinity(0, {int(SERVER_CPU)})  # the core the server had
     ceiling = ort_ceiling(sorted({64, IMAGES, *args.max_batch_size}), min(args.seconds, 5.0))
     print(orjson.dumps({"scenario": "onnxruntime", "images_per_s": ceiling}).decode())

@@ -79,7 +79,9 @@ def start_server(
     environment = {**os.environ, "MNIST_MODEL_REPOSITORY": str(ROOT / "models"), **(env or {})}
     environment.pop("PROMETHEUS_MULTIPROC_DIR", None)
     if command is None:
-        argv = [sys.executable, "-m", "service", "--port", str(port), *args]
+        # A free gRPC port too: several servers run side by side, never on the default 8001.
+        grpc = [] if "--grpc-port" in args else ["--grpc-port", str(free_port())]
+        argv = [sys.executable, "-m", "service", "--port", str(port), *grpc, *args]
     else:
         argv = [part.format(port=port, python=sys.executable) for part in command]
     if cpus is not None:

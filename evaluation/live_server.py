@@ -35,6 +35,12 @@ class LiveServer:
     url: str
     process: subprocess.Popen[bytes]
     log_path: Path
+    grpc_port: int = 0  # the inference protocol over gRPC (0: off)
+
+    @property
+    def grpc_target(self) -> str:
+        """`host:port` for gRPC clients (tritonclient.grpc, grpc.insecure_channel)."""
+        return f"127.0.0.1:{self.grpc_port}"
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -69,8 +75,10 @@ def live_server(
     *args: str,
     env: Mapping[str, str] | None = None,
 ) -> Iterator[LiveServer]:
-    """Run `python -m service --port <free> *args` until the block ends."""
+    """Run `python -m service --port <free> --grpc-port <free> *args` until the block ends
+    (`*args` may set its own `--grpc-port`, e.g. 0 for none)."""
     port = free_port()
+    grpc_port = free_port()
     log_path = tmp_path / f"server-{port}.log"
     environment = {
         **os.environ,
@@ -80,7 +88,16 @@ def live_server(
     environment.pop("PROMETHEUS_MULTIPROC_DIR", None)
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(
-            [sys.executable, "-m", "service", "--port", str(port), *args],
+            [
+                sys.executable,
+                "-m",
+                "service",
+                "--port",
+                str(port),
+                "--grpc-port",
+                str(grpc_port),
+                *args,
+            ],
             cwd=ROOT,
             env=environment,
             stdout=log_file,
@@ -89,7 +106,8 @@ def live_server(
         url = f"http://127.0.0.1:{port}"
         try:
             wait_until_ready(url, process, log_path)
-            yield LiveServer(url, process, log_path)
+            given = [a for i, a in enumerate(args[1:]) if args[i] == "--grpc-port"]
+            yield LiveServer(url, process, log_path, int(given[-1]) if given else grpc_port)
         finally:
             if process.poll() is None:
                 process.kill()

@@ -1,4 +1,4 @@
-"""Start the service: `mnist-serve [--host H] [--port P] [--workers N] [--max-batch-size ...]`.
+"""Start the service: `mnist-serve [--host H] [--port P] [--grpc-port G] [--workers N] ...`.
 
 Every setting is a flag and an `MNIST_*` environment variable (flags win).
 With `--workers N`, N worker processes share one listening socket
@@ -62,7 +62,10 @@ def main() -> None:
         print(f"mnist-serve: invalid setting: {problems}", file=sys.stderr)
         raise SystemExit(2) from None
     settings = Settings.model_validate(options.model_dump(include=set(Settings.model_fields)))
+    if settings.grpc_host is None:  # gRPC listens where HTTP does unless told otherwise
+        settings = settings.model_copy(update={"grpc_host": options.host})
 
+    from service.grpc.server import check_port_free
     from service.logs import configure_logging
     from service.model import resolve_version_dir, verify_model_files
     from service.server import bind_listener, serve_worker
@@ -76,6 +79,8 @@ def main() -> None:
             settings.model_variant,
         )
         listener = bind_listener(options.host, options.port)
+        if settings.grpc_port:
+            check_port_free(settings.grpc_host or options.host, settings.grpc_port)
     except (ModelLoadError, OSError) as error:
         print(f"mnist-serve: cannot start: {error}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -31,6 +31,8 @@ from service.api.observation import Observation
 from service.api.parsing import Limits
 from service.batching import MicroBatcher
 from service.config import Settings
+from service.grpc.server import start_grpc, stop_grpc
+from service.grpc.servicer import Calls, InferenceServicer
 from service.lifecycle import Lifecycle
 from service.logs import AccessLog
 from service.metrics import ServiceMetrics, multiprocess_dir
@@ -39,13 +41,15 @@ from service.predictor import Predictor
 from service.registry import ModelRegistry
 
 log = logging.getLogger("service")
+GRPC_STOP_GRACE_S = 5.0
 
 DESCRIPTION = """
 Recognises handwritten digits. POST an image (photo, scan or drawing; any size,
 colour or polarity) to `/v1/predict` and get the digit with its probabilities.
 Requests are micro-batched into single onnxruntime calls.
 
-Also speaks the Open Inference Protocol v2 (`/v2/...`, KServe/Triton clients),
+Also speaks the Open Inference Protocol v2 (`/v2/...`, KServe/Triton clients;
+over gRPC too, on `--grpc-port`),
 exposes Prometheus metrics at `/metrics` and a draw-a-digit page at `/`.
 Errors always answer `{"error": "..."}` with a 4xx/5xx status.
 """
@@ -125,17 +129,40 @@ def create_app(
         max_json_depth=settings.max_json_depth,
     )
     registry = ModelRegistry(settings.model_name)
+    keys = ApiKeyCheck(settings.load_api_keys())
+    access_log = AccessLog() if settings.access_log else None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         predictor = await load_predictor(settings, metrics)
         registry.add(predictor)
+        # The inference protocol over gRPC, on this worker's loop, feeding the same batchers.
+        grpc_server = await start_grpc(
+            settings,
+            InferenceServicer(
+                registry=registry,
+                limits=limits,
+                lifecycle=lifecycle,
+                calls=Calls(
+                    lifecycle=lifecycle,
+                    metrics=metrics,
+                    keys=keys,
+                    access_log=access_log,
+                    max_concurrent=settings.max_concurrent_requests,
+                ),
+                server=v2.server_info(),
+            ),
+            lifecycle,
+        )
         lifecycle.ready = True
         log.info("ready")
         try:
             yield
         finally:
             lifecycle.begin_drain()
+            # Counted gRPC calls were already waited for by the drain; the grace covers
+            # a lifespan ended without one (tests, a second signal).
+            await stop_grpc(grpc_server, GRPC_STOP_GRACE_S)
             for served in registry.served():
                 await served.batcher.stop()
             if multiprocess_dir():
@@ -164,12 +191,12 @@ def create_app(
             FastRoutes(app, routes=hot, metrics=metrics),
             lifecycle=lifecycle,
             metrics=metrics,
-            keys=ApiKeyCheck(settings.load_api_keys()),
+            keys=keys,
             metrics_protected=settings.metrics_require_key,
             max_body_bytes=settings.max_upload_bytes,
             max_concurrent=settings.max_concurrent_requests,
         ),
         metrics=metrics,
-        access_log=AccessLog() if settings.access_log else None,
+        access_log=access_log,
     )
     return ServiceApp(app, chain)

@@ -77,6 +77,20 @@ class Settings(BaseSettings):
         4096, gt=0, description="Open connections per worker; beyond it uvicorn answers 503"
     )
 
+    # Open Inference Protocol over gRPC
+    grpc_port: int = Field(
+        8001, ge=0, le=65535, description="gRPC port of the inference protocol (0 = no gRPC)"
+    )
+    grpc_host: str | None = Field(
+        None, description="Interface gRPC listens on; default: the same as --host"
+    )
+    grpc_max_message_bytes: int = Field(
+        16 * 1024 * 1024,
+        gt=0,
+        le=1024 * 1024 * 1024,
+        description="Largest gRPC request or answer message (RESOURCE_EXHAUSTED beyond it)",
+    )
+
     # Security
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(
         default_factory=list, description="Comma-separated API keys; empty = authentication off"

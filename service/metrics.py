@@ -55,15 +55,16 @@ class ServiceMetrics:
 
         self.http_requests = Counter(
             "http_requests_total",
-            "HTTP requests answered, by route template, method and status code.",
-            ["route", "method", "status"],
+            "Requests answered, by route template, method, status code and protocol (http, grpc; "
+            "a gRPC call's status is the HTTP status of its outcome, its route /<service>/<rpc>).",
+            ["route", "method", "status", "protocol"],
             namespace=NAMESPACE,
             registry=registry,
         )
         self.http_duration = Histogram(
             "http_request_duration_seconds",
-            "Time from request start to response end, by route template.",
-            ["route"],
+            "Time from request start to response end, by route template and protocol.",
+            ["route", "protocol"],
             buckets=LATENCY_BUCKETS,
             namespace=NAMESPACE,
             registry=registry,
@@ -137,23 +138,27 @@ class ServiceMetrics:
         )
 
         # Label children cached here: `.labels()` costs more than the increment itself.
-        self._request_children: dict[tuple[str, str, int], Counter] = {}
-        self._duration_children: dict[str, Histogram] = {}
+        self._request_children: dict[tuple[str, str, int, str], Counter] = {}
+        self._duration_children: dict[tuple[str, str], Histogram] = {}
         self._rejection_children: dict[str, Counter] = {}
         self._digit_children = [self.predictions.labels(digit=str(d)) for d in range(10)]
 
     # -- per request (the hot path: constant, small work) ------------------
-    def request_done(self, route: str, method: str, status: int, seconds: float) -> None:
-        key = (route, method, status)
+    def request_done(
+        self, route: str, method: str, status: int, seconds: float, protocol: str = "http"
+    ) -> None:
+        key = (route, method, status, protocol)
         counter = self._request_children.get(key)
         if counter is None:
             counter = self._request_children[key] = self.http_requests.labels(
-                route, method, str(status)
+                route, method, str(status), protocol
             )
         counter.inc()
-        histogram = self._duration_children.get(route)
+        histogram = self._duration_children.get((route, protocol))
         if histogram is None:
-            histogram = self._duration_children[route] = self.http_duration.labels(route)
+            histogram = self._duration_children[(route, protocol)] = self.http_duration.labels(
+                route, protocol
+            )
         histogram.observe(seconds)
 
     def rejected(self, reason: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -17,6 +18,12 @@ from service.config import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ROOT / "models"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """No test app binds the default gRPC port 8001 (other test runs and servers share this
+    machine): gRPC is off unless a test asks for it; `live_server` gives it a free port."""
+    os.environ["MNIST_GRPC_PORT"] = "0"
 
 
 @pytest.fixture(scope="session")

@@ -90,13 +90,17 @@ OUTPUT_TYPES = {PROBABILITIES: "FP32", DIGIT: "INT64"}
 
 @dataclass(frozen=True)
 class InputTensor:
-    """One input tensor: JSON values (`data`) or raw little-endian bytes (`raw`)."""
+    """One input tensor, its values in ONE of: JSON values (`data`), raw little-endian
+    bytes (`raw`), a flat array (`array`: gRPC typed contents) or, for BYTES, the
+    elements themselves (`elements`: gRPC `bytes_contents`)."""
 
     name: str
     datatype: str
     shape: list[int]
     data: Any = None
     raw: bytes | memoryview | None = None
+    array: np.ndarray | None = None
+    elements: list[bytes] | None = None
 
 
 @dataclass(frozen=True)
@@ -158,6 +162,12 @@ def pixel_tensor_rows(tensor: InputTensor, limits: Limits) -> np.ndarray:
                 f"shape {shape} needs {expected}"
             )
         values = np.frombuffer(tensor.raw, dtype=dtype)
+    elif tensor.array is not None:
+        values = tensor.array
+        if values.size != size:
+            raise BadRequest(
+                f"input '{name}' has {values.size} values but shape {shape} needs {size}"
+            )
     else:
         values = json_values(tensor, size)
     try:
@@ -228,6 +238,12 @@ def image_files(tensor: InputTensor, limits: Limits) -> list[bytes]:
     count = shape[0]
     if tensor.raw is not None:
         return split_bytes_elements(tensor.raw, count, tensor.name)
+    if tensor.elements is not None:
+        if len(tensor.elements) != count:
+            raise BadRequest(
+                f"BYTES input shape {shape} needs {count} elements, got {len(tensor.elements)}"
+            )
+        return tensor.elements
     items = tensor.data
     if isinstance(items, list) and len(shape) == 2:
         items = [item[0] if isinstance(item, list) and len(item) == 1 else item for item in items]

@@ -83,6 +83,11 @@ INFER_BODY: dict[str, Any] = {
 }  # fmt: skip
 
 
+def server_info() -> dict[str, object]:
+    """What `GET /v2` (and gRPC `ServerMetadata`) answer: this server, its extensions."""
+    return {"name": SERVER_NAME, "version": server_version(), "extensions": EXTENSIONS}
+
+
 def model_metadata(registry: ModelRegistry, predictor: Predictor) -> dict[str, Any]:
     """Built from what is served: the versions, the card's inputs and outputs."""
     card = predictor.model.card
@@ -98,7 +103,7 @@ def model_metadata(registry: ModelRegistry, predictor: Predictor) -> dict[str, A
 
 def build_router(registry: ModelRegistry, limits: Limits, lifecycle: Lifecycle) -> APIRouter:
     router = APIRouter(prefix="/v2", tags=["Open Inference Protocol v2"])
-    server = {"name": SERVER_NAME, "version": server_version(), "extensions": EXTENSIONS}
+    server = server_info()
 
     @router.get("", summary="Server metadata")
     async def server_metadata() -> Response:

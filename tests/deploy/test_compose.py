@@ -68,7 +68,7 @@ def test_prometheus_scrapes_every_replica_by_dns(compose: dict[str, Any]) -> Non
     [discovery] = job["dns_sd_configs"]
     assert discovery["names"] == ["mnist"] and "mnist" in compose["services"]
     assert discovery["type"] == "A"
-    assert discovery["port"] == 8000 and "EXPOSE 8000" in DOCKERFILE
+    assert discovery["port"] == 8000 and "EXPOSE 8000 8001" in DOCKERFILE
     assert job["metrics_path"] == "/metrics"
 
 

@@ -168,7 +168,7 @@ def test_percentiles_come_from_histogram_buckets(dashboard: dict[str, Any]) -> N
 
 def test_panels_by_label(dashboard: dict[str, Any]) -> None:
     exprs = {title: expr for title, expr in expressions(dashboard)}
-    assert "by (status)" in exprs["Request rate by status"]
+    assert "by (protocol, status)" in exprs["Request rate by protocol and status"]
     assert "by (reason)" in exprs["Rejections by reason"]
     assert "by (digit)" in exprs["Predictions per digit"]
 

@@ -158,7 +158,9 @@ def test_kustomize_renders_valid_manifests(with_service_monitor: Path) -> None:
 
 def test_probes_and_scrape_path_hit_real_endpoints(manifests: dict[str, Manifest]) -> None:
     spec = container(manifests)
-    [port] = spec["ports"]
+    port, grpc_port = spec["ports"]
+    default_grpc = Settings.model_fields["grpc_port"].default
+    assert (grpc_port["name"], grpc_port["containerPort"]) == ("grpc", default_grpc)
     probes = {kind: spec[kind]["httpGet"] for kind in
               ("startupProbe", "livenessProbe", "readinessProbe")}  # fmt: skip
     assert probes["readinessProbe"]["path"] == "/readyz", "readiness = model loaded and warm"
@@ -176,7 +178,7 @@ def test_probes_and_scrape_path_hit_real_endpoints(manifests: dict[str, Manifest
     # The image listens where the probes knock.
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert f'"--port", "{port["containerPort"]}"' in dockerfile
-    assert f"EXPOSE {port['containerPort']}" in dockerfile
+    assert f"EXPOSE {port['containerPort']} {grpc_port['containerPort']}" in dockerfile
 
 
 def test_grace_period_covers_prestop_and_drain(
@@ -248,8 +250,9 @@ def test_selectors_and_references_agree(manifests: dict[str, Manifest]) -> None:
 
     service = manifests["Service"]
     assert service["spec"]["selector"].items() <= labels.items()
-    [port] = service["spec"]["ports"]
-    assert port["targetPort"] == container(manifests)["ports"][0]["name"]
+    # Every Service port (http, grpc) targets a named container port.
+    targets = [port["targetPort"] for port in service["spec"]["ports"]]
+    assert targets == [port["name"] for port in container(manifests)["ports"]] == ["http", "grpc"]
 
     hpa = manifests["HorizontalPodAutoscaler"]
     target = hpa["spec"]["scaleTargetRef"]

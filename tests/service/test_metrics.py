@@ -116,10 +116,48 @@ def test_requests_counted_by_route_template_method_and_status(client: TestClient
     after = scrape(client)
 
     requests = "mnist_http_requests_total"
-    assert delta(before, after, requests, route="/v1/predict", method="POST", status="200") == 3
-    assert delta(before, after, requests, route="/v1/models", method="GET", status="200") == 1
-    assert delta(before, after, requests, route="/v1/predict", method="GET", status="405") == 1
-    assert delta(before, after, requests, route="/v1/predict", method="POST", status="415") == 1
+    assert (
+        delta(
+            before,
+            after,
+            requests,
+            route="/v1/predict",
+            protocol="http",
+            method="POST",
+            status="200",
+        )
+        == 3
+    )
+    assert (
+        delta(
+            before, after, requests, route="/v1/models", protocol="http", method="GET", status="200"
+        )
+        == 1
+    )
+    assert (
+        delta(
+            before,
+            after,
+            requests,
+            route="/v1/predict",
+            protocol="http",
+            method="GET",
+            status="405",
+        )
+        == 1
+    )
+    assert (
+        delta(
+            before,
+            after,
+            requests,
+            route="/v1/predict",
+            protocol="http",
+            method="POST",
+            status="415",
+        )
+        == 1
+    )
     assert total(after, requests) - total(before, requests) == 6
 
 
@@ -130,9 +168,11 @@ def test_duration_histogram_counts_every_request(client: TestClient) -> None:
     after = scrape(client)
 
     name = "mnist_http_request_duration_seconds"
-    assert delta(before, after, f"{name}_count", route="/v1/predict") == 4
-    assert delta(before, after, f"{name}_bucket", route="/v1/predict", le="+Inf") == 4
-    assert delta(before, after, f"{name}_sum", route="/v1/predict") > 0
+    assert delta(before, after, f"{name}_count", route="/v1/predict", protocol="http") == 4
+    assert (
+        delta(before, after, f"{name}_bucket", route="/v1/predict", protocol="http", le="+Inf") == 4
+    )
+    assert delta(before, after, f"{name}_sum", route="/v1/predict", protocol="http") > 0
     buckets = sorted(
         (float(dict(labels)["le"]), v)
         for (n, labels), v in after.items()
@@ -253,8 +293,8 @@ def test_overload_rejections_match_429_answers(limits: dict[str, int], reason: s
     )
     if reason == "queue_full":  # refused after routing, so counted as a request of its route
         answered_429 = delta(
-            before, after, "mnist_http_requests_total", route="/v1/predict", method="POST",
-            status="429",
+            before, after, "mnist_http_requests_total", route="/v1/predict", protocol="http",
+            method="POST", status="429",
         )  # fmt: skip
         assert answered_429 == refused
 
@@ -313,10 +353,25 @@ def test_route_labels_are_templates_never_raw_paths(client: TestClient) -> None:
     samples = scrape(client)
 
     requests = "mnist_http_requests_total"
-    assert value(samples, requests, route="unmatched", method="GET", status="404") == 2
-    assert value(samples, requests, route="/v2/models/{name}", method="GET", status="404") == 1
+    assert (
+        value(samples, requests, route="unmatched", protocol="http", method="GET", status="404")
+        == 2
+    )
+    assert (
+        value(
+            samples,
+            requests,
+            route="/v2/models/{name}",
+            protocol="http",
+            method="GET",
+            status="404",
+        )
+        == 1
+    )
     templated = "/v2/models/{name}/versions/{version}"
-    assert value(samples, requests, route=templated, method="GET", status="404") == 1
+    assert (
+        value(samples, requests, route=templated, protocol="http", method="GET", status="404") == 1
+    )
     templates = set(client.get("/openapi.json").json()["paths"])
     assert label_values(samples, "route") <= templates | {"unmatched"}
 
@@ -364,13 +419,19 @@ def test_two_workers_aggregate_their_counters(tmp_path: Path) -> None:
                 samples,
                 "mnist_http_requests_total",
                 route="/v1/predict/batch",
+                protocol="http",
                 method="POST",
                 status="200",
             )
             == requests
         )
         assert (
-            value(samples, "mnist_http_request_duration_seconds_count", route="/v1/predict/batch")
+            value(
+                samples,
+                "mnist_http_request_duration_seconds_count",
+                route="/v1/predict/batch",
+                protocol="http",
+            )
             == requests
         )
         assert total(samples, "mnist_predictions_total") == requests * images_per_request
