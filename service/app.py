@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import anyio.to_thread
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
 from prometheus_client import multiprocess
@@ -128,6 +129,10 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Large uploads are decoded in worker threads: no more of them than cores this
+        # process may use (anyio's default, 40, only adds memory and contention).
+        limiter = anyio.to_thread.current_default_thread_limiter()
+        limiter.total_tokens = max(1, len(os.sched_getaffinity(0)))
         predictor = await load_predictor(settings, metrics)
         registry.add(predictor)
         lifecycle.ready = True
