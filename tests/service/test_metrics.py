@@ -355,6 +355,10 @@ def test_two_workers_aggregate_their_counters(tmp_path: Path) -> None:
                 scrapes.append(parse_metrics(connection.get("/metrics").text))
         pids = worker_pids(metrics_dir)
         assert server.terminate() == 0
+        log = server.log()
+
+    # Only the workers load the model (the supervisor checks the files and binds the port).
+    assert log.count('"message":"model loaded"') == 2, log[-3000:]
 
     assert "999999" not in pids, "the metrics folder must be cleaned at start"
     assert len(pids) == 2, f"one set of metric files per worker, got pids {pids}"
