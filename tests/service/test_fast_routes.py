@@ -5,7 +5,6 @@ from __future__ import annotations
 from fastapi.testclient import TestClient
 
 from evaluation.samples import SEVEN_PNG
-from service.api.fast_routes import served_directly
 
 
 def test_every_endpoint_is_in_the_openapi_document(client: TestClient) -> None:
@@ -49,10 +48,3 @@ def test_a_typed_error_in_a_hot_route_answers_like_anywhere_else(client: TestCli
 def test_unknown_paths_fall_through_to_a_json_404(client: TestClient) -> None:
     answer = client.post("/v1/nothing-here")
     assert answer.status_code == 404 and "see /docs" in answer.json()["error"]
-
-
-def test_marking_keeps_the_endpoint_itself() -> None:
-    async def endpoint() -> None:
-        return None
-
-    assert served_directly(endpoint) is endpoint
