@@ -330,7 +330,7 @@ def main(argv: list[str] | None = None) -> None:
     scenarios = [
         s
         for s in SCENARIOS
-        if wanted is None or s.name in wanted or s.name == "healthz" or f"plain-{s.name}" in wanted
+        if wanted is None or s.name == "healthz" or s.name.removeprefix("plain-") in wanted
     ]
     options.out.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()

@@ -11,6 +11,7 @@ Nothing happens at import time.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 from collections.abc import AsyncIterator
@@ -135,6 +136,11 @@ def create_app(
         limiter.total_tokens = max(1, len(os.sched_getaffinity(0)))
         predictor = await load_predictor(settings, metrics)
         registry.add(predictor)
+        # Everything built so far (FastAPI, pydantic, the model) lives as long as the
+        # process: moved out of the collector's sight, full collections stay short
+        # instead of walking it and stalling requests (measured: lower p99).
+        gc.collect()
+        gc.freeze()
         lifecycle.ready = True
         log.info("ready")
         try:
