@@ -51,6 +51,16 @@ def prepare_metrics_dir(options: ServeOptions) -> None:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(folder)
 
 
+def prepare_state_dir(settings: Settings) -> Path:
+    """Where the workers share the serving set the repository API asked for: fresh per
+    start, since a restarted server begins again from its version policy."""
+    folder = settings.repository_state_dir or Path(tempfile.mkdtemp(prefix="mnist-state-"))
+    folder.mkdir(parents=True, exist_ok=True)
+    for stale in [*folder.glob("worker-*.json"), folder / "desired.json"]:
+        stale.unlink(missing_ok=True)
+    return folder
+
+
 def main() -> None:
     os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")  # before onnxruntime is imported
     try:
@@ -64,23 +74,25 @@ def main() -> None:
     settings = Settings.model_validate(options.model_dump(include=set(Settings.model_fields)))
 
     from service.logs import configure_logging
-    from service.model import resolve_version_dir, verify_model_files
+    from service.model import selected_folders, verify_model_files
     from service.server import bind_listener, serve_worker
 
     # Fail fast with one line: the model files (checksums, no session) and the port.
     try:
-        verify_model_files(
-            resolve_version_dir(
-                settings.model_repository, settings.model_name, settings.model_version
-            ),
-            settings.model_variant,
+        folders = selected_folders(
+            settings.model_repository, settings.model_name, settings.served_policy()
         )
+        for folder in folders.values():
+            verify_model_files(folder, settings.model_variant)
         listener = bind_listener(options.host, options.port)
     except (ModelLoadError, OSError) as error:
         print(f"mnist-serve: cannot start: {error}", file=sys.stderr)
         raise SystemExit(2) from None
 
     configure_logging(settings.log_level)
+    if options.workers > 1 or settings.repository_state_dir is not None:
+        state_dir = prepare_state_dir(settings)
+        settings = settings.model_copy(update={"repository_state_dir": state_dir})
     if options.workers == 1:
         serve_worker(settings, [listener])
         return

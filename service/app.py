@@ -1,5 +1,6 @@
 """The app factory: `create_app(settings)` builds the ASGI app; its lifespan loads
-the model, warms it up, starts the batcher, and on shutdown drains it.
+the model versions the policy picks (checked, warmed up, one batcher each, by
+`service.model_control`), and on shutdown drains them.
 
 A request passes, in order: `Observation` (request id, metrics, access log),
 `Admission` (draining, API key, in-flight limit, declared size), then either
@@ -24,21 +25,20 @@ from fastapi.routing import APIRoute
 from prometheus_client import multiprocess
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from service.api import health, rest, v2, web
+from service.api import health, repository, rest, v2, web
 from service.api.admission import Admission
 from service.api.auth import ApiKeyCheck
 from service.api.errors import install_error_handlers
 from service.api.fast_routes import FastRoutes, is_served_directly
 from service.api.observation import Observation
 from service.api.parsing import Limits
-from service.batching import MicroBatcher
 from service.config import Settings
 from service.lifecycle import Lifecycle
 from service.logs import AccessLog
 from service.metrics import ServiceMetrics, multiprocess_dir
-from service.model import OnnxModel, resolve_version_dir
-from service.predictor import Predictor
+from service.model_control import ModelControl
 from service.registry import ModelRegistry
+from service.worker_sync import WorkerSync
 
 log = logging.getLogger("service")
 
@@ -51,43 +51,6 @@ Also speaks the Open Inference Protocol v2 (`/v2/...`, KServe/Triton clients),
 exposes Prometheus metrics at `/metrics` and a draw-a-digit page at `/`.
 Errors always answer `{"error": "..."}` with a 4xx/5xx status.
 """
-
-
-async def load_predictor(settings: Settings, metrics: ServiceMetrics) -> Predictor:
-    """Load, check and warm up the configured model version; start its batcher."""
-    version_dir = resolve_version_dir(
-        settings.model_repository, settings.model_name, settings.model_version
-    )
-    model = OnnxModel(
-        version_dir,
-        variant=settings.model_variant,
-        intra_op_threads=settings.ort_intra_op_threads,
-        inter_op_threads=settings.ort_inter_op_threads,
-    )
-    model.warm_up(settings.max_batch_size)
-    batcher = MicroBatcher(
-        model.predict,
-        max_batch_size=settings.max_batch_size if settings.batching else 1,
-        max_queue_delay_s=settings.max_queue_delay_ms / 1000,
-        max_queue_rows=settings.max_queue_size,
-        observer=metrics,
-        merge_requests=settings.batching,
-    )
-    await batcher.start()
-    info = model.info
-    metrics.set_model(info.name, info.version, info.variant, info.sha256)
-    log.info(
-        "model loaded",
-        extra={
-            "model": info.name,
-            "version": info.version,
-            "variant": info.variant,
-            "file": str(info.path),
-            "load_seconds": round(info.load_seconds, 3),
-            "batching": settings.batching,
-        },
-    )
-    return Predictor(batcher, info, timeout_s=settings.request_timeout_s)
 
 
 class ServiceApp:
@@ -127,6 +90,8 @@ def create_app(
         max_json_depth=settings.max_json_depth,
     )
     registry = ModelRegistry(settings.model_name)
+    sync = WorkerSync(settings.repository_state_dir) if settings.repository_state_dir else None
+    control = ModelControl(settings, registry, metrics, lifecycle, sync)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -134,21 +99,19 @@ def create_app(
         # process may use (anyio's default, 40, only adds memory and contention).
         limiter = anyio.to_thread.current_default_thread_limiter()
         limiter.total_tokens = max(1, len(os.sched_getaffinity(0)))
-        predictor = await load_predictor(settings, metrics)
-        registry.add(predictor)
+        await control.start()
         # Everything built so far (FastAPI, pydantic, the model) lives as long as the
         # process: moved out of the collector's sight, full collections stay short
         # instead of walking it and stalling requests (measured: lower p99).
         gc.collect()
         gc.freeze()
-        lifecycle.ready = True
+        lifecycle.ready = registry.ready  # false only if another worker had unloaded the model
         log.info("ready")
         try:
             yield
         finally:
             lifecycle.begin_drain()
-            for served in registry.served():
-                await served.batcher.stop()
+            await control.stop()
             if multiprocess_dir():
                 multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
             log.info("stopped")
@@ -166,6 +129,13 @@ def create_app(
         v2.build_router(registry, limits, lifecycle),
         health.build_router(lifecycle, metrics),
     ]
+    if settings.repository_api_enabled():
+        routers.append(repository.build_router(control))
+        if not settings.load_api_keys():
+            log.warning(
+                "the repository API is on without API keys: "
+                "anyone who reaches the port can change the served model"
+            )
     for router in routers:
         app.include_router(router)
     hot = [route for router in routers for route in router.routes if is_served_directly(route)]

@@ -1,14 +1,16 @@
 """A small client for mnist-serve: a typed class for scripts and tests, and a CLI.
 
     mnist-client predict digit.png photo.jpg [--url http://127.0.0.1:8000] [--json]
+    mnist-client predict digit.png --model-version 2     # ask one served version
     MNIST_API_KEY=... mnist-client predict - < digit.png
+    mnist-client models                                  # the served versions
     mnist-client ready
 
 From Python:
 
     with DigitClient("http://127.0.0.1:8000") as client:
         answer = client.predict(Path("digit.png"))
-        print(answer["digit"], answer["confidence"])
+        print(answer["digit"], answer["confidence"], answer["model"]["version"])
 
 Errors from the service (its `{"error": "..."}` answers) and network failures
 raise `ClientError`; `.status` is the HTTP status, or None when no answer came.
@@ -71,7 +73,9 @@ def read_image(image: ImageInput) -> tuple[str, bytes]:
 
 class DigitClient:
     """A synchronous client; reuses one connection pool. Use it as a context manager or
-    call `close()`. `api_key` is sent as `X-API-Key`."""
+    call `close()`. `api_key` is sent as `X-API-Key`; `model_version` (sent as
+    `X-Model-Version`) asks every prediction of a served version instead of the newest.
+    Each answer's `model` names the version that answered."""
 
     def __init__(
         self,
@@ -79,11 +83,14 @@ class DigitClient:
         api_key: str | None = None,
         timeout: float = DEFAULT_TIMEOUT_S,
         *,
+        model_version: int | str | None = None,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         headers = {"User-Agent": "mnist-client/0.1"}
         if api_key:
             headers["X-API-Key"] = api_key
+        if model_version is not None:
+            headers["X-Model-Version"] = str(model_version)
         self.base_url = base_url.rstrip("/")
         self._http = httpx.Client(
             base_url=self.base_url, headers=headers, timeout=timeout, transport=transport
@@ -175,7 +182,7 @@ class DigitClient:
         return cast(dict[str, Any], self._request("POST", f"{path}/infer", json=body))
 
     def models(self) -> list[dict[str, Any]]:
-        """The loaded model(s) with their cards."""
+        """The served model versions, oldest first, with their cards."""
         return cast(list[dict[str, Any]], self._request("GET", "/v1/models")["models"])
 
     def ready(self) -> bool:
@@ -232,6 +239,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     predict.add_argument("images", nargs="+", metavar="IMAGE", help="image file; '-' = stdin")
     predict.add_argument("--json", action="store_true", help="one JSON object per line")
+    predict.add_argument(
+        "--model-version",
+        metavar="N",
+        help="ask this served model version (default: the newest the service serves)",
+    )
+    commands.add_parser("models", parents=[common], help="list the served model versions")
     commands.add_parser("ready", parents=[common], help="exit 0 if the service is ready")
     return parser
 
@@ -258,8 +271,23 @@ def _run_predict(client: DigitClient, images: list[str], as_json: bool) -> int:
             print(json.dumps({"file": name, **answer}), flush=True)
         else:
             confidence = math.floor(answer["confidence"] * 1000) / 10  # never round up to 100%
-            print(f"{name}: {answer['digit']} (confidence {confidence:.1f}%)", flush=True)
+            version = answer["model"]["version"]
+            shown = f"confidence {confidence:.1f}%, model version {version}"
+            print(f"{name}: {answer['digit']} ({shown})", flush=True)
     return 1 if failed else 0
+
+
+def _run_models(client: DigitClient) -> int:
+    try:
+        models = client.models()
+    except ClientError as exc:
+        print(f"mnist-client: {exc}", file=sys.stderr)
+        return 3 if exc.status is None else 1
+    for model in models:
+        accuracy = model["card"].get("metrics", {}).get("mnist_test", {}).get("accuracy")
+        measured = f", MNIST test accuracy {accuracy:.2%}" if isinstance(accuracy, float) else ""
+        print(f"{model['name']} version {model['version']} ({model['variant']}{measured})")
+    return 0
 
 
 def _report(name: str, status: int | None, message: str, as_json: bool) -> None:
@@ -273,11 +301,16 @@ def _report(name: str, status: int | None, message: str, as_json: bool) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `mnist-client` console script; returns the exit code."""
     args = _parser().parse_args(argv)
-    with DigitClient(args.url, api_key=args.api_key, timeout=args.timeout) as client:
+    version = getattr(args, "model_version", None)
+    with DigitClient(
+        args.url, api_key=args.api_key, timeout=args.timeout, model_version=version
+    ) as client:
         if args.command == "ready":
             ready = client.ready()
             print("ready" if ready else f"not ready (or not reachable): {args.url}")
             return 0 if ready else 1
+        if args.command == "models":
+            return _run_models(client)
         return _run_predict(client, args.images, args.json)
 
 

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Self
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from service.versions import VersionPolicy
 
 # A model name or version becomes a path component: allow nothing that can escape.
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -26,12 +28,43 @@ class Settings(BaseSettings):
     )
     model_name: str = Field("mnist-mlp", description="Which model of the repository to serve")
     model_version: int | None = Field(
-        None, ge=1, description="Version to serve; default: the highest version present"
+        None, ge=1, description="Serve only this version (same as --version-policy specific:N)"
+    )
+    version_policy: str = Field(
+        "latest",
+        description="Versions to serve: 'latest', 'latest:N', 'all' or 'specific:1,3' "
+        "(Triton's version_policy); unversioned requests go to the newest served",
     )
     model_variant: str | None = Field(
         None,
         description="Variant file of the card to serve (e.g. 'int8', or 'base' for model.onnx); "
         "default: the card's serving_variant",
+    )
+
+    # Model versions: hot load and unload
+    repository_api: bool | None = Field(
+        None,
+        description="Triton's model repository API (/v2/repository/index, .../load, .../unload); "
+        "default: on only when API keys are set, since it changes what is served",
+    )
+    repository_poll_s: float = Field(
+        0.0,
+        ge=0,
+        le=3600,
+        description="Poll the repository this often (s) and serve what the version policy picks "
+        "(Triton's poll mode); 0 = off",
+    )
+    repository_state_dir: Path | None = Field(
+        None,
+        description="Folder where the workers of one server share the serving set asked for "
+        "through the repository API (default with --workers N: a fresh temp dir)",
+    )
+    repository_sync_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        le=600,
+        description="A load/unload answers once every worker serves the new set, or fails after "
+        "this long",
     )
 
     # Batching
@@ -105,6 +138,29 @@ class Settings(BaseSettings):
         if not SAFE_NAME.fullmatch(value):
             raise ValueError("model_name may hold only letters, digits, '.', '_' and '-'")
         return value
+
+    @field_validator("version_policy")
+    @classmethod
+    def _valid_policy(cls, value: str) -> str:
+        return str(VersionPolicy.parse(value))
+
+    @model_validator(mode="after")
+    def _one_way_to_pick_versions(self) -> Self:
+        if self.model_version is not None and self.version_policy != "latest":
+            raise ValueError("set model_version or version_policy, not both")
+        return self
+
+    def served_policy(self) -> VersionPolicy:
+        """The version policy, with `model_version` as shorthand for specific:N."""
+        if self.model_version is not None:
+            return VersionPolicy.specific([self.model_version])
+        return VersionPolicy.parse(self.version_policy)
+
+    def repository_api_enabled(self) -> bool:
+        """Off unless asked for, or unless keys protect it (it changes what is served)."""
+        if self.repository_api is not None:
+            return self.repository_api
+        return bool(self.api_keys) or self.api_keys_file is not None
 
     @field_validator("api_keys", mode="before")
     @classmethod

@@ -200,7 +200,7 @@ def test_cli_prints_digit_and_confidence(
     assert len(lines) == 3
     for line, (path, label) in zip(lines, images, strict=False):
         assert line.startswith(f"{path}: {label} (confidence ")
-        assert line.endswith("%)")
+        assert line.endswith("%, model version 1)")  # which version answered
 
 
 def test_cli_json_and_stdin(server: LiveServer, images: list[tuple[Path, int]]) -> None:
