@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from service.__main__ import ServeOptions
+from service.cli import ServeOptions
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = (ROOT / "Dockerfile").read_text()
