@@ -34,10 +34,14 @@ def free_port() -> int:
 class LiveServer:
     url: str
     process: subprocess.Popen[bytes]
-    log_path: Path
+    log_path: Path  # stderr: the JSON logs
+    stdout_path: Path  # stdout: the human "ready" line
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    def stdout(self) -> str:
+        return self.stdout_path.read_text(errors="replace")
 
     def terminate(self, timeout_s: float = 30.0) -> int:
         """SIGTERM and wait for the exit code (the graceful drain path)."""
@@ -72,24 +76,25 @@ def live_server(
     """Run `python -m service --port <free> *args` until the block ends."""
     port = free_port()
     log_path = tmp_path / f"server-{port}.log"
+    stdout_path = tmp_path / f"server-{port}.out"
     environment = {
         **os.environ,
         "MNIST_MODEL_REPOSITORY": str(ROOT / "models"),
         **(env or {}),
     }
     environment.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    with log_path.open("wb") as log_file:
+    with log_path.open("wb") as log_file, stdout_path.open("wb") as out_file:
         process = subprocess.Popen(
             [sys.executable, "-m", "service", "--port", str(port), *args],
             cwd=ROOT,
             env=environment,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
+            stdout=out_file,
+            stderr=log_file,
         )
         url = f"http://127.0.0.1:{port}"
         try:
             wait_until_ready(url, process, log_path)
-            yield LiveServer(url, process, log_path)
+            yield LiveServer(url, process, log_path, stdout_path)
         finally:
             if process.poll() is None:
                 process.kill()

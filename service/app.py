@@ -28,6 +28,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from service.api import health, repository, rest, v2, web
 from service.api.admission import Admission
 from service.api.auth import ApiKeyCheck
+from service.api.docs import install_docs
 from service.api.errors import install_error_handlers
 from service.api.fast_routes import FastRoutes, is_served_directly
 from service.api.observation import Observation
@@ -38,13 +39,16 @@ from service.logs import AccessLog
 from service.metrics import ServiceMetrics, multiprocess_dir
 from service.model_control import ModelControl
 from service.registry import ModelRegistry
+from service.uncertainty import UncertaintyPolicy
 from service.worker_sync import WorkerSync
 
 log = logging.getLogger("service")
 
 DESCRIPTION = """
 Recognises handwritten digits. POST an image (photo, scan or drawing; any size,
-colour or polarity) to `/v1/predict` and get the digit with its probabilities.
+colour or polarity) to `/v1/predict` and get the digit with its probabilities,
+and whether the answer is `uncertain`. POST the same image to `/v1/preprocess`
+to see the 28x28 picture the model actually received.
 Requests are micro-batched into single onnxruntime calls.
 
 Also speaks the Open Inference Protocol v2 (`/v2/...`, KServe/Triton clients),
@@ -67,6 +71,10 @@ class ServiceApp:
         self.chain = chain
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if len(path) > 1 and path[-1] == "/":
+            # `/v1/predict/` means `/v1/predict`: serve it rather than answer a bare redirect.
+            scope["path"] = path.rstrip("/") or "/"
         await self.chain(scope, receive, send)
 
     def openapi(self) -> dict[str, Any]:
@@ -121,11 +129,16 @@ def create_app(
         version=v2.server_version(),
         description=DESCRIPTION,
         lifespan=lifespan,
+        docs_url=None,  # served from installed assets instead of a CDN: service.api.docs
+        redoc_url=None,
+        redirect_slashes=False,  # trailing slashes are stripped in ServiceApp instead
     )
     install_error_handlers(app, metrics)
+    install_docs(app)
+    uncertainty = UncertaintyPolicy(settings.uncertain_below, settings.uncertain_margin)
     routers = [
         web.router,
-        rest.build_router(registry, limits, lifecycle),
+        rest.build_router(registry, limits, lifecycle, uncertainty),
         v2.build_router(registry, limits, lifecycle),
         health.build_router(lifecycle, metrics),
     ]

@@ -13,7 +13,14 @@ from typing import Annotated, Self
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from service.packaged import default_model_repository
 from service.versions import VersionPolicy
+
+# The "uncertain" rule's thresholds when neither a setting nor the model card gives
+# them: calibrated on the MNIST validation split with the shipped model
+# (`python -m evaluation.uncertainty`; README, "Uncertain answers").
+DEFAULT_UNCERTAIN_BELOW = 0.5
+DEFAULT_UNCERTAIN_MARGIN = 0.8
 
 # A model name or version becomes a path component: allow nothing that can escape.
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -24,11 +31,19 @@ class Settings(BaseSettings):
 
     # Model repository
     model_repository: Path = Field(
-        Path("models"), description="Folder holding <model-name>/<version>/model.onnx + model.json"
+        default_factory=default_model_repository,
+        description="Folder holding <model-name>/<version>/model.json and its ONNX files",
+        json_schema_extra={
+            "default_text": "./models if that folder exists, else the model installed with "
+            "the package"
+        },
     )
     model_name: str = Field("mnist-mlp", description="Which model of the repository to serve")
     model_version: int | None = Field(
-        None, ge=1, description="Serve only this version (same as --version-policy specific:N)"
+        None,
+        ge=1,
+        description="Serve only this version (same as --version-policy specific:N)",
+        json_schema_extra={"default_text": "the version policy decides"},
     )
     version_policy: str = Field(
         "latest",
@@ -37,8 +52,8 @@ class Settings(BaseSettings):
     )
     model_variant: str | None = Field(
         None,
-        description="Variant file of the card to serve (e.g. 'int8', or 'base' for model.onnx); "
-        "default: the card's serving_variant",
+        description="Variant file of the card to serve (e.g. 'int8', or 'base' for model.onnx)",
+        json_schema_extra={"default_text": "the card's serving_variant"},
     )
 
     # Model versions: hot load and unload
@@ -90,7 +105,10 @@ class Settings(BaseSettings):
 
     # Input limits
     max_upload_bytes: int = Field(
-        10 * 1024 * 1024, gt=0, description="Largest request body; enforced while streaming (413)"
+        10 * 1024 * 1024,
+        gt=0,
+        description="Largest request body; enforced while streaming (413)",
+        json_schema_extra={"default_text": "10485760 (10 MiB)"},
     )
     max_image_pixels: int = Field(
         40_000_000, gt=0, description="Largest width*height of one image, checked before decoding"
@@ -112,14 +130,40 @@ class Settings(BaseSettings):
 
     # Security
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(
-        default_factory=list, description="Comma-separated API keys; empty = authentication off"
+        default_factory=list,
+        description="Comma-separated API keys; empty = authentication off",
+        json_schema_extra={"default_text": "none"},
     )
     api_keys_file: Path | None = Field(None, description="File with one API key per line")
     metrics_require_key: bool = Field(False, description="Require an API key on /metrics too")
 
     # Observability
     low_confidence_threshold: float = Field(
-        0.6, ge=0, le=1, description="Predictions under this confidence are counted (drift signal)"
+        0.6,
+        ge=0,
+        le=1,
+        description="Predictions under this confidence are counted in "
+        "mnist_low_confidence_predictions_total (a drift signal for operators)",
+    )
+    uncertain_below: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="An answer is marked uncertain when its top probability is under this",
+        json_schema_extra={
+            "default_text": "the model card's calibration.uncertain_below, else "
+            f"{DEFAULT_UNCERTAIN_BELOW:g}"
+        },
+    )
+    uncertain_margin: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="... or when the top two probabilities are closer than this",
+        json_schema_extra={
+            "default_text": "the model card's calibration.uncertain_margin, else "
+            f"{DEFAULT_UNCERTAIN_MARGIN:g}"
+        },
     )
     log_level: str = Field("info", description="Python log level of the JSON logs")
     access_log: bool = Field(True, description="One JSON line per request")
