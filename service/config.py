@@ -59,8 +59,8 @@ class Settings(BaseSettings):
     # Model versions: hot load and unload
     repository_api: bool | None = Field(
         None,
-        description="Triton's model repository API (/v2/repository/index, .../load, .../unload); "
-        "default: on only when API keys are set, since it changes what is served",
+        description="Triton's model repository API (/v2/repository/index, .../load, .../unload)",
+        json_schema_extra={"default_text": "on only when API keys are set"},
     )
     repository_poll_s: float = Field(
         0.0,

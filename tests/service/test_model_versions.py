@@ -135,7 +135,7 @@ def test_a_snapshot_changes_while_a_version_is_written_and_settles_after(tmp_pat
     ("args", "message"),
     [
         (["--version-policy", "specific:9"], "matches the version policy specific:9 (present: 1)"),
-        (["--version-policy", "newest"], "version_policy"),
+        (["--version-policy", "newest"], "--version-policy / MNIST_VERSION_POLICY"),
     ],
 )
 def test_a_policy_that_serves_nothing_stops_the_start_with_one_line(
