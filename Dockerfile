@@ -9,6 +9,7 @@
 ARG PYTHON_IMAGE=python:3.11-slim
 
 # ---- builder: a virtualenv holding only the serving dependencies + the package
+# (fastapi-offline among them: the Swagger UI and ReDoc files /docs serves offline)
 FROM ${PYTHON_IMAGE} AS builder
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
@@ -21,6 +22,10 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 RUN mkdir service && pip install . && pip uninstall -y mnist-serve
 COPY service/ service/
+# setup.py copies the served model file and its card into the package; the runtime
+# stage still gets the whole repository at /app/models (mount another one over it).
+COPY setup.py MANIFEST.in ./
+COPY models/ models/
 # Then trim what serving never loads: the installers, test suites, and onnxruntime's
 # offline model tools (transformers/quantization/tools: used to build models, not run them).
 RUN pip install --no-deps . \
@@ -31,6 +36,10 @@ RUN pip install --no-deps . \
  && find "$site" -depth -type d \( -name tests -o -name test \) -not -path '*/numpy/*' \
         -exec rm -rf {} + \
  && (cd / && python3 -c "import onnxruntime, numpy, PIL, uvloop, httptools, service.app") \
+ && (cd / && python3 -c "from importlib import resources as r; \
+        s = r.files('fastapi_offline') / 'static'; \
+        assert all((s / f).is_file() for f in ('swagger-ui-bundle.js', 'swagger-ui.css', \
+        'redoc.standalone.js')), 'the /docs assets are missing'") \
  && ! python3 -c "import torch" 2>/dev/null
 
 # ---- runtime: the same Python, the venv, the model; runs as a non-root user

@@ -70,6 +70,7 @@ def start_server(
     command: Sequence[str] | None = None,
     log_dir: Path,
     cwd: Path | None = None,
+    ready_path: str = "/readyz",
 ) -> Server:
     """`python -m service --port P *args` (or `command` with {port}), pinned with taskset.
 
@@ -94,20 +95,20 @@ def start_server(
         process = subprocess.Popen(
             argv, cwd=cwd or ROOT, env=environment, stdout=log_file, stderr=subprocess.STDOUT
         )
-    ready_s = _wait_ready(url, process, log_path, started)
+    ready_s = _wait_ready(url + ready_path, process, log_path, started)
     server = Server(name, url, process, ready_s, log_path)
     server.rss_idle_mb = server.rss_mb()
     return server
 
 
-def _wait_ready(url: str, process: subprocess.Popen[bytes], log: Path, started: float) -> float:
+def _wait_ready(probe: str, process: subprocess.Popen[bytes], log: Path, started: float) -> float:
     deadline = started + READY_TIMEOUT_S
     with httpx.Client(timeout=1.0) as client:
         while time.perf_counter() < deadline:
             if process.poll() is not None:
                 raise RuntimeError(f"server exited {process.returncode}:\n{log.read_text()}")
             try:
-                if client.get(f"{url}/readyz").status_code == 200:
+                if client.get(probe).status_code == 200:
                     return time.perf_counter() - started
             except httpx.TransportError:
                 pass

@@ -3,7 +3,7 @@
     python -m benchmarks.tune [--seconds 2] [--reps 3] [--only NAME,...]
 
 One factor at a time from the shipped defaults: access log, max queue delay,
-max batch size, HTTP parser / event loop, and, on both cores, workers and ORT
+max batch size, and, on both cores, workers and ORT
 intra-op threads. One-worker configurations run pinned like `benchmarks.run`
 (server core 1, wrk core 0). The 2-core group pins nothing: server and wrk
 share both cores, so its rows compare only with each other. Rounds interleave
@@ -29,18 +29,6 @@ from benchmarks.server import ROOT, Server, start_server, stop_servers_on_sigter
 from benchmarks.wrk import WrkResult, run_wrk
 
 QUIET = ["--no-access-log"]
-UVICORN = [
-    "{python}",
-    "-m",
-    "uvicorn",
-    "--factory",
-    "service.app:create_app_from_env",
-    "--port",
-    "{port}",
-    "--no-access-log",
-    "--log-level",
-    "warning",
-]
 BOTH = "0,1"
 
 
@@ -56,14 +44,10 @@ class Config:
     cwd: str | None = None  # a scratch copy holding a candidate change
 
 
-def _uvicorn(http: str, loop: str) -> tuple[str, ...]:
-    return (*UVICORN, "--http", http, "--loop", loop)
-
-
 CONFIGS = (
-    Config("shipped defaults", (), note="access log on, delay 1 ms, batch 64, 1 thread"),
+    Config("shipped defaults", (), note="access log on, delay 0 ms, batch 64, 1 thread"),
     Config("no access log", tuple(QUIET)),
-    Config("delay 0 ms", (*QUIET, "--max-queue-delay-ms", "0")),
+    Config("delay 1 ms", (*QUIET, "--max-queue-delay-ms", "1")),
     Config("delay 0.5 ms", (*QUIET, "--max-queue-delay-ms", "0.5")),
     Config("delay 2 ms", (*QUIET, "--max-queue-delay-ms", "2")),
     Config("delay 5 ms", (*QUIET, "--max-queue-delay-ms", "5")),
@@ -72,21 +56,6 @@ CONFIGS = (
     Config("delay 1, batch 16", (*QUIET, "--max-batch-size", "16")),
     Config("delay 1, batch 128", (*QUIET, "--max-batch-size", "128")),
     Config("int8 model, delay 0", (*QUIET, "--model-variant", "int8", "--max-queue-delay-ms", "0")),
-    Config(
-        "uvicorn httptools+uvloop",
-        env=(("MNIST_ACCESS_LOG", "false"),),
-        command=_uvicorn("httptools", "uvloop"),
-    ),
-    Config(
-        "uvicorn h11+uvloop",
-        env=(("MNIST_ACCESS_LOG", "false"),),
-        command=_uvicorn("h11", "uvloop"),
-    ),
-    Config(
-        "uvicorn httptools+asyncio",
-        env=(("MNIST_ACCESS_LOG", "false"),),
-        command=_uvicorn("httptools", "asyncio"),
-    ),
     Config("2 cores: 1 worker, 1 thread", tuple(QUIET), cpus=BOTH, client_cpus=BOTH),
     Config(
         "2 cores: 1 worker, 2 threads",

@@ -34,7 +34,8 @@ def free_port() -> int:
 class LiveServer:
     url: str
     process: subprocess.Popen[bytes]
-    log_path: Path
+    log_path: Path  # stderr: the JSON logs
+    stdout_path: Path  # stdout: the human "ready" line
     grpc_port: int = 0  # the inference protocol over gRPC (0: off)
 
     @property
@@ -44,6 +45,9 @@ class LiveServer:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    def stdout(self) -> str:
+        return self.stdout_path.read_text(errors="replace")
 
     def terminate(self, timeout_s: float = 30.0) -> int:
         """SIGTERM and wait for the exit code (the graceful drain path)."""
@@ -80,13 +84,14 @@ def live_server(
     port = free_port()
     grpc_port = free_port()
     log_path = tmp_path / f"server-{port}.log"
+    stdout_path = tmp_path / f"server-{port}.out"
     environment = {
         **os.environ,
         "MNIST_MODEL_REPOSITORY": str(ROOT / "models"),
         **(env or {}),
     }
     environment.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    with log_path.open("wb") as log_file:
+    with log_path.open("wb") as log_file, stdout_path.open("wb") as out_file:
         process = subprocess.Popen(
             [
                 sys.executable,
@@ -100,14 +105,16 @@ def live_server(
             ],
             cwd=ROOT,
             env=environment,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
+            stdout=out_file,
+            stderr=log_file,
         )
         url = f"http://127.0.0.1:{port}"
         try:
             wait_until_ready(url, process, log_path)
             given = [a for i, a in enumerate(args[1:]) if args[i] == "--grpc-port"]
-            yield LiveServer(url, process, log_path, int(given[-1]) if given else grpc_port)
+            yield LiveServer(
+                url, process, log_path, stdout_path, int(given[-1]) if given else grpc_port
+            )
         finally:
             if process.poll() is None:
                 process.kill()

@@ -2,19 +2,23 @@
 
     mnist-client predict digit.png photo.jpg [--url http://127.0.0.1:8000] [--json]
     mnist-client infer digits.npy digit.png     # Open Inference Protocol v2, binary tensors
+    mnist-client predict digit.png --model-version 2     # ask one served version
     MNIST_API_KEY=... mnist-client predict - < digit.png
+    mnist-client models                                  # the served versions
+    mnist-client preprocess photo.jpg -o seen.png     # the 28x28 image the model receives
     mnist-client ready
 
 From Python:
 
     with DigitClient("http://127.0.0.1:8000") as client:
         answer = client.predict(Path("digit.png"))
-        print(answer["digit"], answer["confidence"])
+        print(answer["digit"], answer["confidence"], answer["model"]["version"])
 
 Errors from the service (its `{"error": "..."}` answers) and network failures
 raise `ClientError`; `.status` is the HTTP status, or None when no answer came.
 CLI exit codes: 0 all images recognised (or `ready`: the service is ready), 1 some
-image or request rejected (or not ready), 2 bad usage, 3 the service could not be reached.
+image or request rejected (or not ready), 2 bad usage (including an image file that
+does not exist or cannot be read), 3 the service could not be reached.
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ class ModelRef(TypedDict):
 class Prediction(TypedDict):
     digit: int
     confidence: float
+    uncertain: bool  # low top probability or two close digits: check it or retake the photo
     probabilities: list[float]
     model: ModelRef
 
@@ -72,7 +77,9 @@ def read_image(image: ImageInput) -> tuple[str, bytes]:
 
 class DigitClient:
     """A synchronous client; reuses one connection pool. Use it as a context manager or
-    call `close()`. `api_key` is sent as `X-API-Key`."""
+    call `close()`. `api_key` is sent as `X-API-Key`; `model_version` (sent as
+    `X-Model-Version`) asks every prediction of a served version instead of the newest.
+    Each answer's `model` names the version that answered."""
 
     def __init__(
         self,
@@ -80,11 +87,14 @@ class DigitClient:
         api_key: str | None = None,
         timeout: float = DEFAULT_TIMEOUT_S,
         *,
+        model_version: int | str | None = None,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         headers = {"User-Agent": "mnist-client/0.1"}
         if api_key:
             headers["X-API-Key"] = api_key
+        if model_version is not None:
+            headers["X-Model-Version"] = str(model_version)
         self.base_url = base_url.rstrip("/")
         self._http = httpx.Client(
             base_url=self.base_url, headers=headers, timeout=timeout, transport=transport
@@ -132,6 +142,22 @@ class DigitClient:
         name, data = read_image(image)
         files = {"file": (name, data, "application/octet-stream")}
         return cast(Prediction, self._request("POST", "/v1/predict", files=files))
+
+    def preprocess(self, image: ImageInput) -> bytes:
+        """The 28x28 PNG the model receives for this image (`POST /v1/preprocess`)."""
+        name, data = read_image(image)
+        files = {"file": (name, data, "application/octet-stream")}
+        try:
+            response = self._http.post("/v1/preprocess", files=files)
+        except httpx.TimeoutException as exc:
+            raise ClientError(
+                None, f"no answer from {self.base_url} within the timeout ({exc})"
+            ) from exc
+        except httpx.TransportError as exc:
+            raise ClientError(None, f"cannot reach {self.base_url}: {exc}") from exc
+        if not response.is_success:
+            raise _error_from(response)
+        return response.content
 
     def predict_batch(self, images: Iterable[ImageInput]) -> list[Prediction]:
         """Recognise many images in one request; the answers keep the input order."""
@@ -222,7 +248,7 @@ class DigitClient:
         return decode_v2_answer(response)
 
     def models(self) -> list[dict[str, Any]]:
-        """The loaded model(s) with their cards."""
+        """The served model versions, oldest first, with their cards."""
         return cast(list[dict[str, Any]], self._request("GET", "/v1/models")["models"])
 
     def ready(self) -> bool:
@@ -317,8 +343,59 @@ def _parser() -> argparse.ArgumentParser:
         "--json-tensors", action="store_true", help="JSON tensors instead of binary ones"
     )
     infer.add_argument("--model", default="mnist-mlp", help="model name (default mnist-mlp)")
+    predict.add_argument(
+        "--model-version",
+        metavar="N",
+        help="ask this served model version (default: the newest the service serves)",
+    )
+    commands.add_parser("models", parents=[common], help="list the served model versions")
+    preprocess = commands.add_parser(
+        "preprocess",
+        parents=[common],
+        help="save the 28x28 image the model receives for an image (PNG)",
+    )
+    preprocess.add_argument("image", metavar="IMAGE", help="image file; '-' = stdin")
+    preprocess.add_argument(
+        "-o", "--output", required=True, metavar="OUT.png", help="where to write the PNG"
+    )
     commands.add_parser("ready", parents=[common], help="exit 0 if the service is ready")
     return parser
+
+
+def _unreadable(names: Sequence[str]) -> str | None:
+    """A usage error for the first input file that cannot be read, before any request."""
+    for name in names:
+        if name == "-":
+            continue
+        path = Path(name)
+        if not path.is_file():
+            why = "is a folder" if path.is_dir() else "no such file"
+            return f"{name}: {why}"
+        if not os.access(path, os.R_OK):
+            return f"{name}: not readable (permission denied)"
+    return None
+
+
+def _read_input(name: str) -> bytes:
+    return sys.stdin.buffer.read() if name == "-" else Path(name).read_bytes()
+
+
+def _run_preprocess(client: DigitClient, image: str, output: str) -> int:
+    try:
+        picture = client.preprocess(_read_input(image))
+    except ClientError as exc:
+        if exc.status is None:
+            print(f"mnist-client: {exc.message}; is the service running?", file=sys.stderr)
+            return 3
+        _report(image, exc.status, exc.message, as_json=False)
+        return 1
+    try:
+        Path(output).write_bytes(picture)
+    except OSError as exc:
+        print(f"mnist-client: cannot write {output}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    print(f"{image}: the model sees {output} (28x28 PNG)", flush=True)
+    return 0
 
 
 def _run_predict(client: DigitClient, images: list[str], as_json: bool) -> int:
@@ -342,8 +419,7 @@ def _run_predict(client: DigitClient, images: list[str], as_json: bool) -> int:
         if as_json:
             print(json.dumps({"file": name, **answer}), flush=True)
         else:
-            confidence = math.floor(answer["confidence"] * 1000) / 10  # never round up to 100%
-            print(f"{name}: {answer['digit']} (confidence {confidence:.1f}%)", flush=True)
+            print(f"{name}: {_describe(answer)}", flush=True)
     return 1 if failed else 0
 
 
@@ -382,6 +458,29 @@ def _run_infer(client: DigitClient, files: list[str], binary: bool, model: str) 
     return 1 if failed else 0
 
 
+def _describe(answer: Prediction) -> str:
+    confidence = math.floor(answer["confidence"] * 1000) / 10  # never round up to 100%
+    version = answer["model"]["version"]
+    text = f"{answer['digit']} (confidence {confidence:.1f}%, model version {version})"
+    if answer.get("uncertain"):
+        ranked = sorted(range(10), key=lambda d: answer["probabilities"][d], reverse=True)
+        text += f", uncertain: maybe {ranked[1]}; check it or retake the photo"
+    return text
+
+
+def _run_models(client: DigitClient) -> int:
+    try:
+        models = client.models()
+    except ClientError as exc:
+        print(f"mnist-client: {exc}", file=sys.stderr)
+        return 3 if exc.status is None else 1
+    for model in models:
+        accuracy = model["card"].get("metrics", {}).get("mnist_test", {}).get("accuracy")
+        measured = f", MNIST test accuracy {accuracy:.2%}" if isinstance(accuracy, float) else ""
+        print(f"{model['name']} version {model['version']} ({model['variant']}{measured})")
+    return 0
+
+
 def _report(name: str, status: int | None, message: str, as_json: bool) -> None:
     if as_json:
         print(json.dumps({"file": name, "status": status, "error": message}), flush=True)
@@ -393,13 +492,25 @@ def _report(name: str, status: int | None, message: str, as_json: bool) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `mnist-client` console script; returns the exit code."""
     args = _parser().parse_args(argv)
-    with DigitClient(args.url, api_key=args.api_key, timeout=args.timeout) as client:
+    inputs = {"predict": getattr(args, "images", []), "preprocess": [getattr(args, "image", "")]}
+    problem = _unreadable(inputs.get(args.command, []))
+    if problem is not None:
+        print(f"mnist-client: {problem}", file=sys.stderr)
+        return 2
+    version = getattr(args, "model_version", None)
+    with DigitClient(
+        args.url, api_key=args.api_key, timeout=args.timeout, model_version=version
+    ) as client:
+        if args.command == "preprocess":
+            return _run_preprocess(client, args.image, args.output)
         if args.command == "ready":
             ready = client.ready()
             print("ready" if ready else f"not ready (or not reachable): {args.url}")
             return 0 if ready else 1
         if args.command == "infer":
             return _run_infer(client, args.files, not args.json_tensors, args.model)
+        if args.command == "models":
+            return _run_models(client)
         return _run_predict(client, args.images, args.json)
 
 

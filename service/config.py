@@ -8,10 +8,19 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Self
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from service.packaged import default_model_repository
+from service.versions import VersionPolicy
+
+# The "uncertain" rule's thresholds when neither a setting nor the model card gives
+# them: calibrated on the MNIST validation split with the shipped model
+# (`python -m evaluation.uncertainty`; README, "Uncertain answers").
+DEFAULT_UNCERTAIN_BELOW = 0.5
+DEFAULT_UNCERTAIN_MARGIN = 0.8
 
 # A model name or version becomes a path component: allow nothing that can escape.
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -22,16 +31,55 @@ class Settings(BaseSettings):
 
     # Model repository
     model_repository: Path = Field(
-        Path("models"), description="Folder holding <model-name>/<version>/model.onnx + model.json"
+        default_factory=default_model_repository,
+        description="Folder holding <model-name>/<version>/model.json and its ONNX files",
+        json_schema_extra={
+            "default_text": "./models if that folder exists, else the model installed with "
+            "the package"
+        },
     )
     model_name: str = Field("mnist-mlp", description="Which model of the repository to serve")
     model_version: int | None = Field(
-        None, ge=1, description="Version to serve; default: the highest version present"
+        None,
+        ge=1,
+        description="Serve only this version (same as --version-policy specific:N)",
+        json_schema_extra={"default_text": "the version policy decides"},
+    )
+    version_policy: str = Field(
+        "latest",
+        description="Versions to serve: 'latest', 'latest:N', 'all' or 'specific:1,3' "
+        "(Triton's version_policy); unversioned requests go to the newest served",
     )
     model_variant: str | None = Field(
         None,
-        description="Variant file of the card to serve (e.g. 'int8', or 'base' for model.onnx); "
-        "default: the card's serving_variant",
+        description="Variant file of the card to serve (e.g. 'int8', or 'base' for model.onnx)",
+        json_schema_extra={"default_text": "the card's serving_variant"},
+    )
+
+    # Model versions: hot load and unload
+    repository_api: bool | None = Field(
+        None,
+        description="Triton's model repository API (/v2/repository/index, .../load, .../unload)",
+        json_schema_extra={"default_text": "on only when API keys are set"},
+    )
+    repository_poll_s: float = Field(
+        0.0,
+        ge=0,
+        le=3600,
+        description="Poll the repository this often (s) and serve what the version policy picks "
+        "(Triton's poll mode); 0 = off",
+    )
+    repository_state_dir: Path | None = Field(
+        None,
+        description="Folder where the workers of one server share the serving set asked for "
+        "through the repository API (default with --workers N: a fresh temp dir)",
+    )
+    repository_sync_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        le=600,
+        description="A load/unload answers once every worker serves the new set, or fails after "
+        "this long",
     )
 
     # Batching
@@ -57,7 +105,10 @@ class Settings(BaseSettings):
 
     # Input limits
     max_upload_bytes: int = Field(
-        10 * 1024 * 1024, gt=0, description="Largest request body; enforced while streaming (413)"
+        10 * 1024 * 1024,
+        gt=0,
+        description="Largest request body; enforced while streaming (413)",
+        json_schema_extra={"default_text": "10485760 (10 MiB)"},
     )
     max_image_pixels: int = Field(
         40_000_000, gt=0, description="Largest width*height of one image, checked before decoding"
@@ -93,14 +144,40 @@ class Settings(BaseSettings):
 
     # Security
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(
-        default_factory=list, description="Comma-separated API keys; empty = authentication off"
+        default_factory=list,
+        description="Comma-separated API keys; empty = authentication off",
+        json_schema_extra={"default_text": "none"},
     )
     api_keys_file: Path | None = Field(None, description="File with one API key per line")
     metrics_require_key: bool = Field(False, description="Require an API key on /metrics too")
 
     # Observability
     low_confidence_threshold: float = Field(
-        0.6, ge=0, le=1, description="Predictions under this confidence are counted (drift signal)"
+        0.6,
+        ge=0,
+        le=1,
+        description="Predictions under this confidence are counted in "
+        "mnist_low_confidence_predictions_total (a drift signal for operators)",
+    )
+    uncertain_below: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="An answer is marked uncertain when its top probability is under this",
+        json_schema_extra={
+            "default_text": "the model card's calibration.uncertain_below, else "
+            f"{DEFAULT_UNCERTAIN_BELOW:g}"
+        },
+    )
+    uncertain_margin: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="... or when the top two probabilities are closer than this",
+        json_schema_extra={
+            "default_text": "the model card's calibration.uncertain_margin, else "
+            f"{DEFAULT_UNCERTAIN_MARGIN:g}"
+        },
     )
     log_level: str = Field("info", description="Python log level of the JSON logs")
     access_log: bool = Field(True, description="One JSON line per request")
@@ -119,6 +196,29 @@ class Settings(BaseSettings):
         if not SAFE_NAME.fullmatch(value):
             raise ValueError("model_name may hold only letters, digits, '.', '_' and '-'")
         return value
+
+    @field_validator("version_policy")
+    @classmethod
+    def _valid_policy(cls, value: str) -> str:
+        return str(VersionPolicy.parse(value))
+
+    @model_validator(mode="after")
+    def _one_way_to_pick_versions(self) -> Self:
+        if self.model_version is not None and self.version_policy != "latest":
+            raise ValueError("set model_version or version_policy, not both")
+        return self
+
+    def served_policy(self) -> VersionPolicy:
+        """The version policy, with `model_version` as shorthand for specific:N."""
+        if self.model_version is not None:
+            return VersionPolicy.specific([self.model_version])
+        return VersionPolicy.parse(self.version_policy)
+
+    def repository_api_enabled(self) -> bool:
+        """Off unless asked for, or unless keys protect it (it changes what is served)."""
+        if self.repository_api is not None:
+            return self.repository_api
+        return bool(self.api_keys) or self.api_keys_file is not None
 
     @field_validator("api_keys", mode="before")
     @classmethod

@@ -129,5 +129,20 @@ class InferenceFailed(ServiceError):
     reason = "inference_error"
 
 
+class LoadFailed(ServiceError):
+    """A repository-API load found nothing to serve or a version that failed its checks;
+    the served versions are unchanged (Triton answers a failed load with 400 too)."""
+
+    status_code = 400
+    reason = "load_failed"
+
+
+class WorkersDiverged(ServiceError):
+    """The worker that took a load/unload applied it, but another did not confirm in time."""
+
+    status_code = 500
+    reason = "workers_diverged"
+
+
 class ModelLoadError(Exception):
     """The model file is missing, corrupt or does not match its card. Fails startup."""

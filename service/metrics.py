@@ -1,7 +1,10 @@
 """Every Prometheus metric of the service, in one place.
 
 Histograms (not summaries) so percentiles can be aggregated across replicas;
-base units in names; label values bounded (route templates, digits, reasons).
+base units in names; label values bounded (route templates, digits, reasons,
+model versions). Every prediction metric carries the model `version` that
+answered: each served version's batcher reports through its own
+`VersionObserver`, so a rollout shows old and new side by side.
 With several worker processes, prometheus-client's multiprocess mode is used
 (`PROMETHEUS_MULTIPROC_DIR`, set by `mnist-serve --workers N`) and `/metrics`
 merges every worker's numbers instead of showing one random worker's view.
@@ -46,7 +49,8 @@ def batch_size_buckets(max_batch_size: int) -> list[float]:
 
 
 class ServiceMetrics:
-    """The metrics of one app instance; implements `batching.BatchObserver`."""
+    """The metrics of one app instance; `observer(version)` gives each version's batcher
+    its `batching.BatchObserver`."""
 
     def __init__(self, *, max_batch_size: int, low_confidence_threshold: float) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
@@ -78,45 +82,46 @@ class ServiceMetrics:
         )
         self.predictions = Counter(
             "predictions_total",
-            "Images classified, by predicted digit.",
-            ["digit"],
+            "Images classified, by model version and predicted digit.",
+            ["version", "digit"],
             namespace=NAMESPACE,
             registry=registry,
         )
-        # Every digit's series exists from the start, at 0: otherwise a digit's first
-        # prediction creates its series at 1 and rate()/increase() never count that one.
-        for digit in range(10):
-            self.predictions.labels(digit=str(digit))
         self.low_confidence = Counter(
             "low_confidence_predictions_total",
             "Images whose top probability was under the low-confidence threshold (drift signal).",
+            ["version"],
             namespace=NAMESPACE,
             registry=registry,
         )
         self.inference_duration = Histogram(
             "inference_duration_seconds",
-            "Duration of one onnxruntime call (one batch).",
+            "Duration of one onnxruntime call (one batch), by model version.",
+            ["version"],
             buckets=INFERENCE_BUCKETS,
             namespace=NAMESPACE,
             registry=registry,
         )
         self.batch_size = Histogram(
             "batch_size_rows",
-            "Image rows per onnxruntime call.",
+            "Image rows per onnxruntime call, by model version.",
+            ["version"],
             buckets=batch_size_buckets(max_batch_size),
             namespace=NAMESPACE,
             registry=registry,
         )
         self.queue_wait = Histogram(
             "queue_wait_seconds",
-            "Time a request waited in the batch queue before its first row ran.",
+            "Time a request waited in its version's batch queue before its first row ran.",
+            ["version"],
             buckets=LATENCY_BUCKETS,
             namespace=NAMESPACE,
             registry=registry,
         )
+        # One number for the process (the overload signal), summed over the versions' queues.
         self.queue_depth_rows = Gauge(
             "queue_depth_rows",
-            "Image rows waiting in the batch queue.",
+            "Image rows waiting in the batch queues (all versions).",
             multiprocess_mode="livesum",
             namespace=NAMESPACE,
             registry=registry,
@@ -130,9 +135,25 @@ class ServiceMetrics:
         )
         self.model_info = Gauge(
             "model_info",
-            "The served model: always 1, labelled with name, version, variant and file sha256.",
+            "A model version: 1 while served, 0 once unloaded; labelled with name, version, "
+            "variant and file sha256.",
             ["name", "version", "variant", "sha256"],
             multiprocess_mode="max",
+            namespace=NAMESPACE,
+            registry=registry,
+        )
+        self.version_served = Gauge(
+            "model_version_served",
+            "1 while this model version is served (by any live worker), 0 once taken out.",
+            ["version"],
+            multiprocess_mode="livemax",
+            namespace=NAMESPACE,
+            registry=registry,
+        )
+        self.model_loads = Counter(
+            "model_loads_total",
+            "Attempts to load a model version, by version and outcome (loaded, failed).",
+            ["version", "outcome"],
             namespace=NAMESPACE,
             registry=registry,
         )
@@ -141,7 +162,7 @@ class ServiceMetrics:
         self._request_children: dict[tuple[str, str, int, str], Counter] = {}
         self._duration_children: dict[tuple[str, str], Histogram] = {}
         self._rejection_children: dict[str, Counter] = {}
-        self._digit_children = [self.predictions.labels(digit=str(d)) for d in range(10)]
+        self._served_info: set[tuple[str, str, str, str]] = set()
 
     # -- per request (the hot path: constant, small work) ------------------
     def request_done(
@@ -167,30 +188,25 @@ class ServiceMetrics:
             counter = self._rejection_children[reason] = self.rejections.labels(reason=reason)
         counter.inc()
 
-    # -- BatchObserver: once per batch ---------------------------------------
-    def batch_done(self, probabilities: np.ndarray, seconds: float) -> None:
-        self.batch_size.observe(len(probabilities))
-        self.inference_duration.observe(seconds)
-        digits = probabilities.argmax(axis=1)
-        for digit, count in enumerate(np.bincount(digits, minlength=10).tolist()):
-            if count:
-                self._digit_children[digit].inc(count)
-        confidences = probabilities.max(axis=1)
-        low = int(np.count_nonzero(confidences < self.low_confidence_threshold))
-        if low:
-            self.low_confidence.inc(low)
+    # -- model versions ----------------------------------------------------
+    def observer(self, version: int) -> VersionObserver:
+        """The `BatchObserver` for one version's batcher: its metrics carry that version."""
+        return VersionObserver(self, str(version))
 
-    def queue_waited(self, seconds: float) -> None:
-        self.queue_wait.observe(seconds)
+    def serving(self, models: list[tuple[str, int, str, str]]) -> None:
+        """The served set changed: (name, version, variant, sha256) of every served version."""
+        now = {(name, str(version), variant, sha) for name, version, variant, sha in models}
+        for name, version, variant, sha in self._served_info - now:
+            self.model_info.labels(name, version, variant, sha).set(0)
+            if version not in {v for _, v, _, _ in now}:
+                self.version_served.labels(version).set(0)
+        for name, version, variant, sha in now:
+            self.model_info.labels(name, version, variant, sha).set(1)
+            self.version_served.labels(version).set(1)
+        self._served_info = now
 
-    def queue_depth(self, rows: int) -> None:
-        self.queue_depth_rows.set(rows)
-
-    # -- service events ----------------------------------------------------
-    def set_model(self, name: str, version: int, variant: str, sha256: str) -> None:
-        self.model_info.labels(name=name, version=str(version), variant=variant, sha256=sha256).set(
-            1
-        )
+    def load_finished(self, version: int, *, loaded: bool) -> None:
+        self.model_loads.labels(str(version), "loaded" if loaded else "failed").inc()
 
     def render(self) -> tuple[bytes, str]:
         """The exposition text: every worker's numbers merged in multiprocess mode."""
@@ -199,3 +215,40 @@ class ServiceMetrics:
             multiprocess.MultiProcessCollector(merged)  # type: ignore[no-untyped-call]
             return generate_latest(merged), CONTENT_TYPE_LATEST
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+class VersionObserver:
+    """Implements `batching.BatchObserver` for the batcher of one model version."""
+
+    def __init__(self, metrics: ServiceMetrics, version: str) -> None:
+        self.threshold = metrics.low_confidence_threshold
+        self.batch_size = metrics.batch_size.labels(version)
+        self.inference_duration = metrics.inference_duration.labels(version)
+        self.queue_wait = metrics.queue_wait.labels(version)
+        self.low_confidence = metrics.low_confidence.labels(version)
+        self.queue_depth_total = metrics.queue_depth_rows
+        self._depth = 0  # this queue's share of the process-wide gauge
+        # Every digit's series exists from the start, at 0: otherwise a digit's first
+        # prediction creates its series at 1 and rate()/increase() never count that one.
+        self.digits = [metrics.predictions.labels(version, str(d)) for d in range(10)]
+
+    # Once per batch, on the event loop.
+    def batch_done(self, probabilities: np.ndarray, seconds: float) -> None:
+        self.batch_size.observe(len(probabilities))
+        self.inference_duration.observe(seconds)
+        digits = probabilities.argmax(axis=1)
+        for digit, count in enumerate(np.bincount(digits, minlength=10).tolist()):
+            if count:
+                self.digits[digit].inc(count)
+        confidences = probabilities.max(axis=1)
+        low = int(np.count_nonzero(confidences < self.threshold))
+        if low:
+            self.low_confidence.inc(low)
+
+    def queue_waited(self, seconds: float) -> None:
+        self.queue_wait.observe(seconds)
+
+    def queue_depth(self, rows: int) -> None:
+        # Called on the event loop only (submit, expiry, delivery), so no lock is needed.
+        self.queue_depth_total.inc(rows - self._depth)
+        self._depth = rows

@@ -17,6 +17,7 @@ import onnxruntime as ort
 from service.config import SAFE_NAME
 from service.errors import ModelLoadError
 from service.model_card import ModelCard, read_card, sha256_of
+from service.versions import VersionPolicy, version_folders
 
 PIXELS = 28 * 28
 NUM_CLASSES = 10
@@ -26,14 +27,7 @@ BASE_VARIANT = "base"  # names the card's main `file`, overriding its serving_va
 
 def list_versions(repository: Path, name: str) -> list[int]:
     """Integer versions of `name` that have a card, oldest first."""
-    model_dir = repository / name
-    if not model_dir.is_dir():
-        return []
-    return sorted(
-        int(child.name)
-        for child in model_dir.iterdir()
-        if child.name.isdigit() and (child / "model.json").is_file()
-    )
+    return sorted(version_folders(repository, name))
 
 
 def resolve_version_dir(repository: Path, name: str, version: int | None) -> Path:
@@ -52,6 +46,19 @@ def resolve_version_dir(repository: Path, name: str, version: int | None) -> Pat
     if not (version_dir / "model.json").is_file():
         raise ModelLoadError(f"model card missing: {version_dir / 'model.json'}")
     return version_dir
+
+
+def selected_folders(repository: Path, name: str, policy: VersionPolicy) -> dict[int, Path]:
+    """The folder of every version the policy picks among those present (none: an error)."""
+    resolve_version_dir(repository, name, None)  # a plain name with at least one version
+    present = list_versions(repository.resolve(), name)
+    chosen = policy.select(present)
+    if not chosen:
+        listed = ", ".join(map(str, present))
+        raise ModelLoadError(
+            f"no version of model {name!r} matches the version policy {policy} (present: {listed})"
+        )
+    return {version: resolve_version_dir(repository, name, version) for version in chosen}
 
 
 @dataclass(frozen=True)
@@ -73,16 +80,31 @@ class VerifiedFiles:
     sha256: str
 
 
-def verify_model_files(version_dir: Path, variant: str | None = None) -> VerifiedFiles:
-    """Read the card, pick the file (`variant`, else the card's serving_variant) and
-    check its sha256 against the card: cheap enough for a fail-fast check at start."""
+def read_checked_card(version_dir: Path) -> ModelCard:
+    """The card of a version folder; it must name the folder's model and version, or
+    answers would be labelled with a version that is not the one served."""
     try:
         card = read_card(version_dir)
     except (OSError, ValueError) as error:
         raise ModelLoadError(
             f"unreadable model card {version_dir / 'model.json'}: {error}"
         ) from error
+    if version_dir.name.isdigit() and card.version != int(version_dir.name):
+        raise ModelLoadError(
+            f"{version_dir / 'model.json'} says version {card.version} but lies in folder "
+            f"{version_dir.name}: a copied folder needs its card's version updated"
+        )
+    if version_dir.name.isdigit() and card.name != version_dir.parent.name:
+        raise ModelLoadError(
+            f"{version_dir / 'model.json'} names model {card.name!r}, "
+            f"not {version_dir.parent.name!r}"
+        )
+    return card
 
+
+def served_file(card: ModelCard, version_dir: Path, variant: str | None) -> tuple[Path, str, str]:
+    """(file, its sha256 per the card, variant name) to serve: `variant`, else the card's
+    serving_variant; cheap (no file is read)."""
     file_name, expected_sha = card.file, card.sha256
     if variant is None:
         variant = card.serving_variant
@@ -95,7 +117,14 @@ def verify_model_files(version_dir: Path, variant: str | None = None) -> Verifie
                 f"variant {variant!r} not in {version_dir}/model.json (has: {known})"
             )
         file_name, expected_sha = card.variants[variant].file, card.variants[variant].sha256
-    path = version_dir / file_name
+    return version_dir / file_name, expected_sha, variant or BASE_VARIANT
+
+
+def verify_model_files(version_dir: Path, variant: str | None = None) -> VerifiedFiles:
+    """Read the card, pick the file (`variant`, else the card's serving_variant) and
+    check its sha256 against the card: cheap enough for a fail-fast check at start."""
+    card = read_checked_card(version_dir)
+    path, expected_sha, variant_name = served_file(card, version_dir, variant)
     if not path.is_file():
         raise ModelLoadError(f"model file missing: {path}")
     actual_sha = sha256_of(path)
@@ -104,7 +133,7 @@ def verify_model_files(version_dir: Path, variant: str | None = None) -> Verifie
             f"model file {path} does not match its card: sha256 {actual_sha[:12]}… "
             f"!= {expected_sha[:12]}… (corrupt or replaced file)"
         )
-    return VerifiedFiles(card, path, variant or BASE_VARIANT, actual_sha)
+    return VerifiedFiles(card, path, variant_name, actual_sha)
 
 
 def build_session(

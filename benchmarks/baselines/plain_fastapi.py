@@ -28,6 +28,11 @@ def answer(pixels: np.ndarray) -> ORJSONResponse:
     return ORJSONResponse({"digit": digit, "confidence": float(probabilities[0, digit])})
 
 
+@app.get("/healthz")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
 @app.post("/predict")
 async def predict(request: Request) -> ORJSONResponse:
     image = Image.open(io.BytesIO(await request.body())).convert("L").resize((28, 28))

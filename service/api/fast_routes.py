@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any, TypeGuard
+from typing import Any, TypeGuard, TypeVar
 
 from fastapi.routing import APIRoute
 from starlette.requests import Request
@@ -25,7 +25,7 @@ from service.errors import ServiceError
 from service.metrics import ServiceMetrics
 
 log = logging.getLogger("service.errors")
-Endpoint = Callable[..., Awaitable[Response]]
+Endpoint = TypeVar("Endpoint", bound=Callable[..., Awaitable[Response]])
 _FAST = "__served_directly__"
 
 

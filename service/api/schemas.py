@@ -32,9 +32,17 @@ class ModelRef(BaseModel):
 
 class Prediction(BaseModel):
     digit: int = Field(ge=0, le=9, description="The most probable digit", examples=[7])
-    confidence: float = Field(ge=0, le=1, description="Probability of that digit", examples=[0.998])
+    confidence: float = Field(
+        ge=0, le=1, description="Probability of that digit (6 decimals)", examples=[0.998]
+    )
+    uncertain: bool = Field(
+        description="True when the top probability is under the uncertain_below threshold or "
+        "the top two are closer than uncertain_margin (see GET /v1/models, `uncertain_rule`): "
+        "check the answer or retake the photo",
+        examples=[False],
+    )
     probabilities: list[float] = Field(
-        min_length=10, max_length=10, description="Probability of each digit 0..9"
+        min_length=10, max_length=10, description="Probability of each digit 0..9 (6 decimals)"
     )
     model: ModelRef
 
@@ -65,6 +73,14 @@ class BatchJSON(BaseModel):
 
 class ModelsResponse(BaseModel):
     models: list[dict[str, Any]] = Field(description="Loaded models with their model cards")
+
+
+PREPROCESS_RESPONSE: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "The 28x28 greyscale PNG the model receives (white digit on black)",
+        "content": {"image/png": {"schema": {"type": "string", "format": "binary"}}},
+    }
+}
 
 
 def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:

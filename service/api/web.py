@@ -79,7 +79,8 @@ def load_page() -> Page:
 )
 async def index(request: Request) -> Response:
     """A small page: draw with mouse or finger, or drop an image file; it calls /v1/predict
-    and shows the digit, its confidence and the ten probabilities."""
+    and /v1/preprocess and shows the digit, its confidence, the ten probabilities, the
+    28x28 image the model saw and, when the answer is uncertain, the two likeliest digits."""
     page = load_page()
     if request.headers.get("if-none-match") == page.headers["ETag"]:
         return Response(status_code=304, headers=page.headers)

@@ -15,8 +15,8 @@ import pytest
 import yaml
 from fastapi.testclient import TestClient
 
-from service.__main__ import ServeOptions
 from service.app import create_app
+from service.cli import ServeOptions
 from service.config import Settings
 
 ROOT = Path(__file__).resolve().parents[2]

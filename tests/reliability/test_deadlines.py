@@ -49,8 +49,8 @@ def _predict(url: str, headers: dict[str, str] | None = None) -> httpx.Response:
 
 def _batches(samples: Samples) -> tuple[float, float]:
     return (
-        metric(samples, "mnist_batch_size_rows_count"),
-        metric(samples, "mnist_batch_size_rows_sum"),
+        metric(samples, "mnist_batch_size_rows_count", version="1"),
+        metric(samples, "mnist_batch_size_rows_sum", version="1"),
     )
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+from PIL import Image
 
 from evaluation.live_server import ROOT, LiveServer, free_port, live_server
 from evaluation.samples import load_sample
@@ -200,7 +201,7 @@ def test_cli_prints_digit_and_confidence(
     assert len(lines) == 3
     for line, (path, label) in zip(lines, images, strict=False):
         assert line.startswith(f"{path}: {label} (confidence ")
-        assert line.endswith("%)")
+        assert line.endswith("%, model version 1)")  # which version answered
 
 
 def test_cli_json_and_stdin(server: LiveServer, images: list[tuple[Path, int]]) -> None:
@@ -228,12 +229,13 @@ def test_cli_errors_in_process(
     server: LiveServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     missing = tmp_path / "missing.png"
-    assert main(["predict", str(missing), "--url", server.url]) == 1
-    assert f"{missing}: error: cannot read the file: No such file" in capsys.readouterr().err
+    # A file that is not there is a usage error (exit 2), found before any request.
+    assert main(["predict", str(missing), "--url", server.url]) == 2
+    assert capsys.readouterr().err == f"mnist-client: {missing}: no such file\n"
 
-    assert main(["predict", str(missing), "--json", "--url", server.url]) == 1
-    reported = json.loads(capsys.readouterr().out)
-    assert reported["file"] == str(missing) and reported["status"] is None
+    assert main(["predict", str(missing), "--json", "--url", server.url]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and f"{missing}: no such file" in err
 
     assert main(["ready", "--url", server.url]) == 0
     assert capsys.readouterr().out == "ready\n"
@@ -252,3 +254,60 @@ def test_cli_unreachable_service(tmp_path: Path) -> None:
     assert result.stderr.startswith(f"mnist-client: cannot reach {url}")
     assert result.stdout == ""
     assert run_cli("ready", "--url", url, "--timeout", "2").returncode == 1
+
+
+# --- what the model saw ----------------------------------------------------------
+
+
+def test_preprocess_returns_the_png_the_model_reads(
+    client: DigitClient, images: list[tuple[Path, int]]
+) -> None:
+    path, label = images[0]
+    picture = client.preprocess(path)
+    assert picture.startswith(b"\x89PNG")
+    assert client.predict(picture)["digit"] == label
+
+
+def test_cli_preprocess_writes_the_model_view(
+    server: LiveServer, images: list[tuple[Path, int]], tmp_path: Path
+) -> None:
+    path, label = images[0]
+    out = tmp_path / "seen.png"
+    result = run_cli("preprocess", str(path), "-o", str(out), "--url", server.url)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"{path}: the model sees {out} (28x28 PNG)\n"
+    with Image.open(out) as seen:
+        assert seen.size == (28, 28) and seen.mode == "L"
+    assert run_cli("predict", str(out), "--url", server.url).stdout.startswith(f"{out}: {label} ")
+
+
+def test_cli_preprocess_errors(server: LiveServer, tmp_path: Path) -> None:
+    missing = tmp_path / "missing.jpg"
+    result = run_cli("preprocess", str(missing), "-o", str(tmp_path / "o.png"), "--url", server.url)
+    assert result.returncode == 2
+    assert result.stderr == f"mnist-client: {missing}: no such file\n"
+    text = tmp_path / "notes.txt"
+    text.write_text("not a picture")
+    result = run_cli("preprocess", str(text), "-o", str(tmp_path / "o.png"), "--url", server.url)
+    assert result.returncode == 1
+    assert "error 422" in result.stderr and not (tmp_path / "o.png").exists()
+    usage = run_cli("preprocess", str(text), "--url", server.url)  # -o is required
+    assert usage.returncode == 2 and "-o" in usage.stderr
+
+
+def test_cli_marks_an_uncertain_answer(tmp_path: Path) -> None:
+    image = tmp_path / "seven.png"
+    image.write_bytes(png(mnist(0)[0]))
+    # Thresholds that flag every answer short of certainty: the CLI must say so.
+    with live_server(
+        tmp_path, env={"MNIST_UNCERTAIN_BELOW": "1", "MNIST_UNCERTAIN_MARGIN": "1"}
+    ) as strict:
+        with DigitClient(strict.url) as strict_client:
+            answer = strict_client.predict(image)
+        result = run_cli("predict", str(image), "--url", strict.url)
+    assert answer["uncertain"] is True and answer["confidence"] < 1
+    assert result.returncode == 0
+    second = sorted(range(10), key=lambda d: answer["probabilities"][d])[-2]
+    assert result.stdout.strip().endswith(
+        f", uncertain: maybe {second}; check it or retake the photo"
+    )

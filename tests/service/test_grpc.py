@@ -228,8 +228,8 @@ def test_api_keys_from_call_metadata(tmp_path: Path, digits: np.ndarray) -> None
 
 def _batch_count(url: str) -> tuple[float, float]:
     text = httpx.get(url + "/metrics", timeout=10).text
-    count = re.search(r"^mnist_batch_size_rows_count ([0-9.e+]+)$", text, re.M)
-    total = re.search(r"^mnist_batch_size_rows_sum ([0-9.e+]+)$", text, re.M)
+    count = re.search(r"^mnist_batch_size_rows_count(?:\{[^}]*\})? ([0-9.e+]+)$", text, re.M)
+    total = re.search(r"^mnist_batch_size_rows_sum(?:\{[^}]*\})? ([0-9.e+]+)$", text, re.M)
     assert count and total
     return float(count.group(1)), float(total.group(1))
 

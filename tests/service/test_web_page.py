@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 from selenium import webdriver
 from selenium.common.exceptions import TimeoutException
@@ -170,7 +171,9 @@ def severe_console_messages(driver: webdriver.Chrome) -> list[str]:
     return [
         entry["message"]
         for entry in console_log(driver)
-        if entry["level"] == "SEVERE" and "v1/predict" not in entry["message"]
+        if entry["level"] == "SEVERE"
+        and "v1/predict" not in entry["message"]
+        and "v1/preprocess" not in entry["message"]
     ]
 
 
@@ -181,10 +184,14 @@ def clear(driver: webdriver.Chrome) -> None:
     )
 
 
+def a(digit: int) -> str:
+    return f"an {digit}" if digit == 8 else f"a {digit}"
+
+
 def assert_prediction(driver: webdriver.Chrome, digit: int) -> None:
     assert shown_digit(driver) == str(digit)
     headline = driver.find_element(By.ID, "headline").text
-    assert headline == f"It's a {digit}"
+    assert headline == f"It's {a(digit)}"
     assert "% confident" in driver.find_element(By.ID, "detail").text
     assert not driver.find_element(By.ID, "error").is_displayed()
     items = bars(driver)
@@ -319,3 +326,91 @@ def test_api_key_is_sent_and_remembered(browser: webdriver.Chrome, tmp_path: Pat
         assert_prediction(browser, 1)
         stored = browser.execute_script("return JSON.stringify(localStorage)")
         assert json.loads(stored) == {"mnist-serve.api-key": "page-secret"}
+
+
+def assert_model_view(driver: webdriver.Chrome) -> None:
+    """The 28x28 image the model received, shown enlarged with crisp pixels."""
+    wait(driver).until(lambda d: d.find_element(By.ID, "seen-box").is_displayed())
+    seen = driver.find_element(By.ID, "seen")
+    wait(driver).until(lambda d: d.execute_script("return arguments[0].complete", seen))
+    natural = driver.execute_script(
+        "return [arguments[0].naturalWidth, arguments[0].naturalHeight]", seen
+    )
+    assert natural == [28, 28]
+    assert seen.size["width"] >= 4 * 28 - 1  # enlarged at least 4x
+    assert seen.value_of_css_property("image-rendering") == "pixelated"
+    caption = driver.find_element(By.ID, "seen-box").text
+    assert "What the model saw" in caption
+    assert "Answered by model mnist-mlp v1." in caption
+
+
+def test_the_page_shows_what_the_model_saw(server: LiveServer, browser: webdriver.Chrome) -> None:
+    open_page(browser, server.url)
+    before = result_seq(browser)
+    draw(browser, SEVEN, touch=True)
+    assert wait_for_answer(browser, before) == "done", browser.find_element(By.ID, "error").text
+    assert_prediction(browser, 7)
+    assert_model_view(browser)
+    assert not browser.find_element(By.ID, "unsure").is_displayed()
+    browser.save_screenshot(str(SCREENSHOT.with_name("page-model-view.png")))
+    clear(browser)
+    assert not browser.find_element(By.ID, "seen-box").is_displayed()
+    assert severe_console_messages(browser) == []
+
+
+def an_uncertain_upload(server: LiveServer) -> tuple[bytes, dict[str, Any]]:
+    """A blend of two different MNIST digits that the service marks uncertain."""
+    images, labels = load_sample()
+    with httpx.Client(base_url=server.url, timeout=10) as client:
+        for index in range(0, 200, 2):
+            if labels[index] == labels[index + 1]:
+                continue
+            body = png_bytes(np.maximum(images[index], images[index + 1]))
+            answer = client.post("/v1/predict", files={"file": ("b.png", body, "image/png")})
+            if answer.json()["uncertain"]:
+                return body, answer.json()
+    pytest.fail("no blend of two digits was marked uncertain")
+
+
+def test_an_uncertain_answer_says_so_and_suggests_a_retake(
+    server: LiveServer, browser: webdriver.Chrome, tmp_path: Path
+) -> None:
+    body, answer = an_uncertain_upload(server)
+    top = answer["digit"]
+    second = sorted(range(10), key=lambda d: answer["probabilities"][d])[-2]
+    path = tmp_path / "blend.png"
+    path.write_bytes(body)
+    open_page(browser, server.url)
+    before = result_seq(browser)
+    browser.find_element(By.ID, "file").send_keys(str(path))
+    assert wait_for_answer(browser, before) == "done"
+    assert browser.find_element(By.ID, "result").get_attribute("data-uncertain") == "true"
+    assert browser.find_element(By.ID, "headline").text == f"Maybe {a(top)}, or {a(second)}"
+    unsure = browser.find_element(By.ID, "unsure")
+    assert unsure.is_displayed()
+    assert f"It could be {a(top)} (" in unsure.text and f"or {a(second)} (" in unsure.text
+    assert "Retake the photo: dark pen on plain paper, the digit filling the frame" in unsure.text
+    assert_model_view(browser)
+    browser.save_screenshot(str(SCREENSHOT.with_name("page-uncertain.png")))
+
+
+def test_a_file_that_is_not_an_image_shows_its_name_and_the_error(
+    server: LiveServer, browser: webdriver.Chrome, tmp_path: Path
+) -> None:
+    path = tmp_path / "notes.txt"
+    path.write_text("shopping list: milk, eggs")
+    open_page(browser, server.url)
+    before = result_seq(browser)
+    browser.find_element(By.ID, "file").send_keys(str(path))
+    assert wait_for_answer(browser, before) == "error"
+    assert browser.find_element(By.ID, "file-name").text == "notes.txt"
+    error = browser.find_element(By.ID, "error")
+    assert error.is_displayed() and "not a readable image" in error.text
+    # No broken-image icon: the thumbnail stays hidden, the upload icon stays.
+    wait(browser).until(
+        lambda d: d.execute_script("return arguments[0].complete", d.find_element(By.ID, "preview"))
+    )
+    assert not browser.find_element(By.ID, "preview").is_displayed()
+    assert browser.find_element(By.CSS_SELECTOR, "#drop .icon").is_displayed()
+    assert not browser.find_element(By.ID, "seen-box").is_displayed()
+    browser.save_screenshot(str(SCREENSHOT.with_name("page-not-an-image.png")))
