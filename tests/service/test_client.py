@@ -125,6 +125,35 @@ def test_infer_v2(client: DigitClient) -> None:
     assert client.models()[0]["name"] == "mnist-mlp"
 
 
+@pytest.mark.parametrize("binary", [True, False], ids=["binary", "json"])
+def test_infer_v2_binary_and_json_agree(client: DigitClient, binary: bool) -> None:
+    """Both encodings give the same answer shape and values; image files too."""
+    batch = [mnist(index) for index in SAMPLES]
+    pixels = np.stack([p for p, _ in batch])
+    labels = [label for _, label in batch]
+    answer = client.infer_v2(pixels, binary=binary)
+    outputs = {output["name"]: output for output in answer["outputs"]}
+    assert outputs["digit"]["data"] == labels
+    assert all("parameters" not in output for output in answer["outputs"])
+    files = client.infer_v2_images([png(p) for p, _ in batch[:3]], binary=binary)
+    assert files["outputs"][1]["data"] == labels[:3]
+
+
+def test_cli_infer_reads_npy_and_image_files(server: LiveServer, tmp_path: Path) -> None:
+    pixels = np.stack([mnist(index)[0] for index in range(3)])
+    np.save(tmp_path / "digits.npy", pixels)
+    (tmp_path / "seven.png").write_bytes(png(mnist(0)[0]))
+    for extra in ([], ["--json-tensors"]):
+        done = run_cli(
+            "infer", str(tmp_path / "digits.npy"), str(tmp_path / "seven.png"),
+            "--url", server.url, *extra,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        lines = done.stdout.splitlines()
+        assert [line.split(": ")[1].split()[0] for line in lines] == ["7", "2", "1", "7"]
+        assert lines[0].startswith(f"{tmp_path / 'digits.npy'}[0]: 7 (confidence")
+
+
 def test_service_errors_carry_the_service_message(client: DigitClient, server: LiveServer) -> None:
     expected = httpx.post(
         server.url + "/v1/predict", files={"file": ("x.png", b"not an image")}, timeout=10
