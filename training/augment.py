@@ -78,6 +78,8 @@ class AugmentConfig:
             intensity_p=0.0,
             noise_p=0.0,
             noise_std=0.0,
+            marker_p=0.0,
+            grain_p=0.0,
         )
 
 

@@ -38,6 +38,12 @@ def find_digit(mask: np.ndarray, signal: np.ndarray) -> Digit | None:
         return None
     height, width = mask.shape
     boxes = ndimage.find_objects(labels)
+    if count == 1:  # one stroke, the usual drawing: nothing to choose
+        rows, cols = boxes[0]
+        if max(rows.stop - rows.start, cols.stop - cols.start) < MIN_DIGIT * max(height, width):
+            return None
+        box = (rows.start, rows.stop, cols.start, cols.stop)
+        return Digit(mask, box, float(signal[mask].max()))
     top = np.array([b[0].start for b in boxes])
     bottom = np.array([b[0].stop for b in boxes])
     left = np.array([b[1].start for b in boxes])

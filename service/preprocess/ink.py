@@ -112,37 +112,43 @@ def polarity(grey: FloatImage) -> Polarity:
     return Polarity(median - low >= high - median, median, False)
 
 
-def lighting(grey: FloatImage, dark: bool) -> FloatImage:
-    """The paper's brightness under the ink: (h, w), smooth, from a ~16x16 grid of cells.
+def lighting(grey: FloatImage, dark: bool) -> FloatImage | None:
+    """The paper's brightness under the ink, (h, w) and smooth; None when the light is even.
 
-    Each cell's paper level is a high percentile (low for light ink on a dark
-    board), right as long as ink covers less than a fifth of the cell; a grey
-    closing (opening) over the cells then removes the cells that strokes filled.
-    Small images (a 28 px digit) have too few pixels per cell: flat light assumed.
+    From a ~16x16 grid of cells: each cell's paper level is a high percentile (low
+    for light ink on a dark board), right as long as ink covers less than a fifth
+    of the cell; a grey closing (opening) over the cells then removes the cells
+    that strokes filled. Small images (a 28 px digit) have too few pixels per cell,
+    and a canvas or a scan is evenly lit: then there is nothing to divide out.
     """
     height, width = grey.shape
     cell = max(height, width) // 16
     if min(height, width) < 48 or cell < 3:
-        return np.full_like(grey, quantile(grey, 0.5))
+        return None
     rows, cols = height // cell, width // cell
     blocks = grey[: rows * cell, : cols * cell].reshape(rows, cell, cols, cell)
     blocks = blocks.transpose(0, 2, 1, 3).reshape(rows, cols, cell * cell)
     # a full sort, on purpose: numpy's partition (behind np.percentile) is far slower here
     rank = round((0.8 if dark else 0.2) * (cell * cell - 1))
     cells = np.sort(blocks, axis=2)[..., rank]
+    level = float(np.median(cells))
+    if float(cells.max() - cells.min()) <= 0.05 * max(level, 20.0):
+        return None
     sign = 1.0 if dark else -1.0  # work as if the ink were dark: closings remove it
     fine = sign * ndimage.grey_closing(sign * cells, size=(3, 3), mode="nearest")
     # A fat marker fills cells two or three wide that a 3x3 closing keeps; a wider one
     # removes them, but would also erase a desk's margin or a shadow. Those reach the
     # image's edge, a stroke does not: use the wide closing where enclosed cells change.
     coarse = sign * ndimage.grey_closing(sign * cells, size=(5, 5), mode="nearest")
-    filled, count = ndimage.label(sign * (coarse - fine) > 0.1 * abs(float(np.median(cells))))
-    if count:
+    changed = sign * (coarse - fine) > 0.1 * abs(level)
+    if changed.any():
+        filled, _ = ndimage.label(changed)
         edge = np.unique(np.concatenate([filled[0], filled[-1], filled[:, 0], filled[:, -1]]))
         enclosed = (filled > 0) & ~np.isin(filled, edge)
         fine = np.where(enclosed, coarse, fine)
-    cells = fine.astype(np.float32)
-    surface = Image.fromarray(cells).resize((width, height), Image.Resampling.BILINEAR)
+    if float(fine.max() - fine.min()) <= 0.05 * max(level, 20.0):
+        return None
+    surface = Image.fromarray(fine.astype(np.float32)).resize((width, height))
     return np.asarray(surface, dtype=np.float32)
 
 
@@ -158,9 +164,9 @@ def find_ink(small: np.ndarray) -> tuple[Ink, FloatImage]:
     grey = np.asarray(grey_image, dtype=np.float32)
     dark = dark_ink(grey)
     light = lighting(grey, dark)
-    level = quantile(light, 0.5)
     gain = shift = page = None
-    if float(light.max() - light.min()) > 0.05 * max(level, 20.0):  # uneven light
+    if light is not None:  # uneven light: shadows, gradients, a desk
+        level = quantile(light, 0.5)
         if dark:  # ink and paper both reflect the light: divide it out (floor: deep shadow)
             gain = (level / np.maximum(light, max(0.25 * level, 1.0))).astype(np.float32)
             # Far darker than the paper is no paper: a desk around the sheet. Its rim, where

@@ -40,13 +40,14 @@ def long_lines(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """
     found = []
     for axis in (1, 0):  # rows (ruled lines), then columns (margins, folds)
-        length = int(LINE_LENGTH * mask.shape[axis])
-        # a run that long needs that many mask pixels within 5 lines: usually none have
-        counts = np.convolve(mask.sum(axis=axis), np.ones(5, np.int64), mode="same")
-        if min(mask.shape) < 64 or counts.max() < length:
+        if min(mask.shape) < 64:
             found.append(np.zeros_like(mask))
             continue
+        length = int(LINE_LENGTH * mask.shape[axis])
         thick = ndimage.maximum_filter1d(mask, 5, axis=1 - axis)
+        if int(thick.sum(axis=axis).max()) < length:  # no line holds that many: usually
+            found.append(np.zeros_like(mask))
+            continue
         full = ndimage.uniform_filter1d(thick.astype(np.float32), length, axis=axis) > 0.999
         run = ndimage.uniform_filter1d(full.astype(np.float32), length, axis=axis) > 0.0
         found.append(run & mask)
