@@ -78,6 +78,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=1800,
         help="digits rendered for the field benchmark (val and test); 0 skips it",
     )
+    io.add_argument(
+        "--real-set",
+        type=Path,
+        default=None,
+        help="folder of real handwriting with manifest.csv (python -m evaluation.realset build)"
+        " to score for the card",
+    )
     io.add_argument("--no-progress", action="store_true", help="no tqdm bars (log lines only)")
     io.add_argument("--no-benchmark", action="store_true", help="skip the ORT throughput run")
 
@@ -209,6 +216,7 @@ def configs_from_args(args: argparse.Namespace) -> tuple[TrainConfig, RunOptions
         progress=not args.no_progress,
         benchmark=not args.no_benchmark,
         from_run=args.from_run,
+        real_set=args.real_set,
     )
     if args.quick:
         config = replace(config, model=replace(model, hidden=(128,)), epochs=2, batch_size=128)

@@ -7,6 +7,7 @@ model choices use the validation split.
 
 from __future__ import annotations
 
+import csv
 import platform
 import time
 from collections.abc import Callable
@@ -50,6 +51,7 @@ class RunOptions:
     field_n: int = 1800  # digits rendered for the field benchmark (0: skip); 100 per kind
     command: str = ""
     from_run: Path | None = None  # re-export the checkpoints of an earlier run instead of training
+    real_set: Path | None = None  # a folder with manifest.csv (id,file,label,style,...) to score
     progress: bool = True
     benchmark: bool = True  # measure raw onnxruntime throughput into the card
 
@@ -85,6 +87,37 @@ def field_metrics(data: FieldSplit, probabilities: np.ndarray) -> dict[str, Any]
         "accuracy": report.accuracy,
         "per_kind": report.per_kind,
     }
+
+
+@dataclass
+class RealSet:
+    """People's own digits (`python -m evaluation.realset build` writes them with a
+    manifest.csv: id, file, label, style, ...), preprocessed once for every model file."""
+
+    labels: np.ndarray
+    styles: np.ndarray
+    rows: np.ndarray
+    ok: np.ndarray
+
+    @classmethod
+    def load(cls, folder: Path) -> RealSet:
+        with (folder / "manifest.csv").open(newline="") as handle:
+            entries = list(csv.DictReader(handle))
+        files = [(folder / entry["file"]).read_bytes() for entry in entries]
+        rows, ok = field.preprocess_files(files)
+        labels = np.array([int(entry["label"]) for entry in entries], dtype=np.int64)
+        return cls(labels, np.array([entry["style"] for entry in entries]), rows, ok)
+
+    def metrics(self, probabilities: np.ndarray) -> dict[str, Any]:
+        correct = self.ok & (probabilities.argmax(axis=1) == self.labels)
+        styles = sorted(set(self.styles.tolist()))
+        return {
+            "n": int(self.labels.size),
+            "accuracy": float(correct.mean()),
+            "per_style": {s: float(correct[self.styles == s].mean()) for s in styles},
+            "counts": {s: int((self.styles == s).sum()) for s in styles},
+            "refused": int((~self.ok).sum()),
+        }
 
 
 @torch.no_grad()
@@ -257,6 +290,27 @@ def run(config: TrainConfig, options: RunOptions, log: Callable[[str], None] = p
     if uncertainty:
         effect = rule_effect(probs, test_labels, uncertainty["min_probability"])
         uncertainty["effect"]["mnist_test"] = effect
+    if options.real_set is not None:  # people's photos and drawings (evaluation/realset)
+        real = RealSet.load(options.real_set)
+        scored = []
+        for path in paths:
+            path_probs, path_logits = onnx_predict(path, real.rows)
+            scored.append(real.metrics(path_probs))
+            if path == onnx_path:
+                calibration["ece"]["real_set"] = ece_before_after(
+                    path_logits[real.ok], real.labels[real.ok], temperature
+                )
+                if uncertainty:
+                    uncertainty["effect"]["real_set"] = rule_effect(
+                        path_probs[real.ok], real.labels[real.ok], uncertainty["min_probability"]
+                    )
+        metrics["real_set"] = scored[0]
+        if int8_metrics is not None:
+            int8_metrics["real_set"] = scored[1]
+        log(
+            f"real set (n={real.labels.size}): {scored[0]['accuracy']:.4f} {scored[0]['per_style']}"
+        )
+    if uncertainty:
         log(f"uncertain below p={uncertainty['min_probability']}: {uncertainty['effect']}")
     log(f"calibration: {calibration['ece']}")
 
@@ -276,6 +330,7 @@ def run(config: TrainConfig, options: RunOptions, log: Callable[[str], None] = p
             "torch_version": torch.__version__,
             "host": f"{platform.machine()} {torch.get_num_threads()} threads",
             "onnx_parity_max_abs_diff": parity,
+            **({"measured_by": options.command} if options.from_run is not None else {}),
         },
         data={
             "dataset": "MNIST (original IDX files)",

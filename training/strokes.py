@@ -147,14 +147,15 @@ def writer_styles(
     """Copy of `x` (B, 1, 28, 28) in 0..1 with some 1s flagged, 7s crossed and 4s opened."""
     n = x.shape[0]
     draw = torch.rand(3, n, generator=gen)
-    out = x
-    for label, p, index, restyle in (
-        (1, config.one_flag_p, 0, lambda v: flag_ones(v, gen, config.one_foot_p)),
-        (7, config.seven_bar_p, 1, lambda v: cross_sevens(v, gen)),
-        (4, config.open_four_p, 2, lambda v: open_fours(len(v), gen)),
-    ):
+    out = x.clone()
+    for label, p, index in ((1, config.one_flag_p, 0), (7, config.seven_bar_p, 1)):
         chosen = torch.nonzero((labels == label) & (draw[index] < p)).flatten()
         if p > 0 and chosen.numel():
-            out = out.clone() if out is x else out
-            out[chosen] = restyle(out[chosen])
+            if label == 1:
+                out[chosen] = flag_ones(out[chosen], gen, config.one_foot_p)
+            else:
+                out[chosen] = cross_sevens(out[chosen], gen)
+    chosen = torch.nonzero((labels == 4) & (draw[2] < config.open_four_p)).flatten()
+    if config.open_four_p > 0 and chosen.numel():
+        out[chosen] = open_fours(chosen.numel(), gen)
     return out

@@ -42,8 +42,8 @@ def find_digit(mask: np.ndarray, signal: np.ndarray) -> Digit | None:
         rows, cols = boxes[0]
         if max(rows.stop - rows.start, cols.stop - cols.start) < MIN_DIGIT * max(height, width):
             return None
-        box = (rows.start, rows.stop, cols.start, cols.stop)
-        return Digit(mask, box, float(signal[mask].max()))
+        whole = (rows.start, rows.stop, cols.start, cols.stop)
+        return Digit(mask, whole, float(signal[mask].max()))
     top = np.array([b[0].start for b in boxes])
     bottom = np.array([b[0].stop for b in boxes])
     left = np.array([b[1].start for b in boxes])
@@ -81,7 +81,7 @@ def find_digit(mask: np.ndarray, signal: np.ndarray) -> Digit | None:
     allowed &= ~border | (candidates & border)  # border parts only when they were candidates
     chosen = np.zeros(count, dtype=bool)
     chosen[main] = True
-    box = [top[main], bottom[main], left[main], right[main]]
+    box = [int(top[main]), int(bottom[main]), int(left[main]), int(right[main])]
     for _ in range(4):  # grow: a part that joins can bring the next one within reach
         size = max(box[1] - box[0], box[3] - box[2])
         gap = np.maximum(

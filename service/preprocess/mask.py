@@ -90,4 +90,4 @@ def bridge(digit: np.ndarray, ruled: np.ndarray) -> np.ndarray:
     """
     across = ndimage.binary_closing(digit, structure=np.ones((7, 1), bool))
     across |= ndimage.binary_closing(digit, structure=np.ones((1, 7), bool))
-    return digit | (ruled & across)
+    return np.asarray(digit | (ruled & across))

@@ -74,7 +74,7 @@ def stretch(signal: FloatImage, ink: Ink) -> FloatImage:
     floor = max(3.0 * ink.sigma, 0.2 * level)
     if level <= floor:
         return np.zeros_like(signal)
-    return np.clip((signal - floor) * (255.0 / (level - floor)), 0.0, 255.0)
+    return np.asarray(np.clip((signal - floor) * (255.0 / (level - floor)), 0.0, 255.0))
 
 
 def trim(digit: FloatImage) -> FloatImage:

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from evaluation import field
 from service.model_card import read_card, sha256_of
 from training import __main__ as cli
 from training import pipeline
@@ -211,11 +212,11 @@ def test_cli_records_calibration_and_re_exports_a_run(
         return (np.tile(images, (3, 1, 1)), np.tile(labels, 3)) if split == "train" else sample
 
     monkeypatch.setattr(pipeline, "load_mnist", fake_load)
-    monkeypatch.setattr(pipeline.field, "held_out_digits", lambda split, data_dir: sample)
+    monkeypatch.setattr(field, "held_out_digits", lambda split, data_dir: sample)
     common = ["--no-progress", "--no-benchmark", "--no-int8", "--threads", "1"]
     first, second = tmp_path / "mnist-mlp" / "1", tmp_path / "mnist-mlp" / "2"
     run_dir = str(tmp_path / "runs")
-    kinds = str(len(pipeline.field.KINDS))
+    kinds = str(len(field.KINDS))
     cli.main(["--quick", "--out", str(first), "--run-dir", run_dir, "--field-n", kinds, *common])
     card = read_card(first)
     extra = card.model_extra or {}
@@ -225,7 +226,7 @@ def test_cli_records_calibration_and_re_exports_a_run(
     assert all(set(v) == {"before", "after"} for v in calibration["ece"].values())
     assert 0.0 < uncertainty["min_probability"] <= 1.0
     assert set(uncertainty["effect"]) == {"field_val", "field_test", "mnist_test"}
-    assert card.metrics["field_benchmark"]["n"] == len(pipeline.field.KINDS)
+    assert card.metrics["field_benchmark"]["n"] == len(field.KINDS)
 
     # the same checkpoints, exported again: no training, the same graph, the first command
     again_args = ["--from-run", run_dir, "--out", str(second), "--val-size", "1000"]
