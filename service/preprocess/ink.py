@@ -192,7 +192,7 @@ def find_ink(small: np.ndarray) -> tuple[Ink, FloatImage]:
             # the coarse light estimate blurs the sheet's edge, would read as a stroke.
             off_page = light < OFF_PAGE * quantile(light, 0.75)  # vs the lit part of the page
             if off_page.any():
-                page = ~ndimage.maximum_filter(off_page, size=max(grey.shape) // 12 + 1)
+                page = ~ndimage.maximum_filter(off_page, size=max(grey.shape) // 16 + 1)
         else:  # a dark board reflects little: dividing would blow up its noise; subtract
             shift = (level - light).astype(np.float32)
     colour = as_channels(small)
@@ -205,7 +205,8 @@ def find_ink(small: np.ndarray) -> tuple[Ink, FloatImage]:
     samples = pixels[page.reshape(-1)] if page is not None else pixels
     samples = samples[:: max(1, len(samples) // 4096)]  # ~4k samples are plenty for medians
     paper = np.sort(samples, axis=0)[len(samples) // 2].astype(np.float32)
-    direction = ink_direction(pixels - paper)
+    on_page = pixels[page.reshape(-1)] if page is not None else pixels
+    direction = ink_direction(on_page - paper)  # the desk's rim must not pass for ink
     signal = ((flat - paper) @ direction).astype(np.float32)
     sigma = noise_sigma((samples - paper) @ direction)  # on the page only, not the desk
     return Ink(gain, shift, paper, direction, sigma, page), signal
