@@ -103,9 +103,11 @@ def flatten_alpha(image: Image.Image) -> np.ndarray:
     if int(alpha.min()) > 250:  # opaque after all (the draw-a-digit page's sheet)
         return np.asarray(colour)
     opaque = alpha > 127
+    if opaque.mean() < 0.5:  # strokes on a transparent sheet: ink = opacity
+        return alpha
     grey = np.asarray(colour.convert("L"))[opaque]
-    if opaque.mean() < 0.5 or grey.size == 0 or float(grey.std()) < 20.0:
-        return alpha  # ink = opacity
+    if grey.size == 0 or float(grey.std()) < 20.0:  # one flat colour: ink = opacity too
+        return alpha
     rgb = as_rgb(np.asarray(colour, dtype=np.float32))
     paper = np.median(rgb[opaque], axis=0)
     a = alpha[..., None].astype(np.float32) / 255.0

@@ -212,6 +212,23 @@ def find_ink(small: np.ndarray) -> tuple[Ink, FloatImage]:
     return Ink(gain, shift, paper, direction, sigma, page), signal
 
 
+def clean_ink(small: np.ndarray) -> tuple[Ink, FloatImage] | None:
+    """The ink of a drawing on a flat background (a canvas, a screenshot), or None.
+
+    Most of the image is exactly one colour, the one in its corner: no light to
+    flatten, no noise, paper known. This is the draw-a-digit page's traffic, so it
+    skips the photo machinery of `find_ink`; anything less clean goes there.
+    """
+    corner = small[0, 0]
+    same = small == corner if small.ndim == 2 else (small == corner).all(axis=2)
+    if float(same.mean()) < 0.6:
+        return None
+    paper = np.atleast_1d(corner).astype(np.float32)
+    pixels = as_channels(small).reshape(-1, paper.size)
+    ink = Ink(None, None, paper, ink_direction(pixels - paper), 0.0, None)
+    return ink, ink.signal(small)
+
+
 def ink_direction(offsets: np.ndarray) -> FloatImage:
     """Unit vector from the paper's colour towards the ink's (either polarity, any colour).
 

@@ -16,7 +16,7 @@ import numpy as np
 from service.errors import InvalidImage
 from service.preprocess.components import find_digit
 from service.preprocess.constants import FloatImage
-from service.preprocess.ink import analysis_copy, find_ink
+from service.preprocess.ink import analysis_copy, clean_ink, find_ink
 from service.preprocess.mask import bridge, ink_threshold, long_lines, ruled_lines
 from service.preprocess.shape import centre, cut_digit, even_strokes, trim
 
@@ -30,7 +30,7 @@ BLANK = (
 def normalise(work: np.ndarray) -> FloatImage:
     """Any decoded image (uint8, grey or RGB) -> MNIST-style 28x28 float32, 0..255."""
     small, _ = analysis_copy(work)
-    ink, signal = find_ink(small)
+    ink, signal = clean_ink(small) or find_ink(small)
     mask = signal > ink_threshold(signal, ink.sigma)
     if ink.page is not None:
         mask &= ink.page
