@@ -215,11 +215,14 @@ def find_ink(small: np.ndarray) -> tuple[Ink, FloatImage]:
 def clean_ink(small: np.ndarray) -> tuple[Ink, FloatImage] | None:
     """The ink of a drawing on a flat background (a canvas, a screenshot), or None.
 
-    Most of the image is exactly one colour, the one in its corner: no light to
-    flatten, no noise, paper known. This is the draw-a-digit page's traffic, so it
-    skips the photo machinery of `find_ink`; anything less clean goes there.
+    Most of the image is exactly one colour, the one in its corner, and that colour
+    is pure white or black (a flat grey could be a desk around a sheet): no light
+    to flatten, no noise, paper known. This is the draw-a-digit page's traffic, so
+    it skips the photo machinery of `find_ink`; anything less clean goes there.
     """
     corner = small[0, 0]
+    if not (int(np.min(corner)) >= 250 or int(np.max(corner)) <= 5):
+        return None
     same = small == corner if small.ndim == 2 else (small == corner).all(axis=2)
     if float(same.mean()) < 0.6:
         return None
