@@ -15,11 +15,11 @@ pixel is decoded, so a decompression bomb costs microseconds, not gigabytes.
 Blank means "no stroke found in the ink mask", never a low global contrast.
 
 Speed: a 28x28 image that is already MNIST-style takes a fast path (decode +
-~10 µs of checks, returned bit for bit); decisions about ink and the digit's
-place are made on ~128 px, so anything else costs well under a millisecond
-beyond decoding (JPEGs decode at 1/2..1/8 scale). Measure with
-`python -m benchmarks.preprocess_bench`. The output is a fixed point: run
-through again as a PNG it comes back by the fast path.
+~10 µs of checks, returned bit for bit). Decisions about ink and the digit's
+place are made on ~96 px and JPEGs decode at 1/2..1/8 scale, so a phone photo
+costs less than a plain decode-and-resize of it; a canvas PNG still costs about
+twice its decoding. Measure with `python -m benchmarks.preprocess_bench`. The
+output is a fixed point: sent back as a PNG it returns by the fast path.
 
 The package, one stage per module, in the order an upload goes through them:
 
@@ -28,7 +28,7 @@ The package, one stage per module, in the order an upload goes through them:
   resolution, EXIF orientation, 16-bit/float modes, alpha flattening
 - `pipeline`: the entry points below, the MNIST-style fast path, typed errors
 - `normalize`: the full path, stage by stage, and the blank verdict
-- `ink`: light, paper and ink colour, noise: the ink signal
+- `ink`: light, paper and ink colour, noise: the ink signal (flat canvases: a short cut)
 - `mask`: the noise-relative threshold and ruled/fold line removal
 - `components`: the digit's connected parts; page edges, shadows and specks left out
 - `shape`: cut from the sharp copy, stretch, even the stroke width, scale, centre of mass

@@ -135,13 +135,13 @@ def lighting(grey: FloatImage, dark: bool) -> FloatImage | None:
     if float(cells.max() - cells.min()) <= 0.05 * max(level, 20.0):
         return None
     sign = 1.0 if dark else -1.0  # work as if the ink were dark: closings remove it
-    fine = sign * closing(sign * cells, 3)
+    fine = sign * ndimage.grey_closing(sign * cells, size=(3, 3), mode="nearest")
     if float(fine.max() - fine.min()) <= 0.05 * max(level, 20.0):
         return None  # the strokes filled a few cells; the light itself is even
     # A fat marker fills cells two or three wide that a 3x3 closing keeps; a wider one
     # removes them, but would also erase a desk's margin or a shadow. Those reach the
     # image's edge, a stroke does not: use the wide closing where enclosed cells change.
-    coarse = sign * closing(sign * cells, 5)
+    coarse = sign * ndimage.grey_closing(sign * cells, size=(5, 5), mode="nearest")
     changed = sign * (coarse - fine) > 0.1 * abs(level)
     if changed.any():
         filled, _ = ndimage.label(changed)
@@ -152,23 +152,6 @@ def lighting(grey: FloatImage, dark: bool) -> FloatImage | None:
         return None
     surface = Image.fromarray(fine.astype(np.float32)).resize((width, height))
     return np.asarray(surface, dtype=np.float32)
-
-
-def closing(cells: np.ndarray, size: int) -> np.ndarray:
-    """Grey closing (max then min over size x size, edges repeated) of a small grid.
-
-    The same as `ndimage.grey_closing(mode="nearest")`; on a 16x16 grid a handful of
-    numpy maxima over shifted copies cost a fraction of scipy's per-call overhead.
-    """
-    out, half = cells, size // 2
-    for pick in (np.maximum, np.minimum):
-        for axis in (0, 1):
-            length = out.shape[axis]
-            edge = np.clip(np.arange(-half, length + half), 0, length - 1)  # np.pad is slow
-            padded = out.take(edge, axis=axis)
-            shifted = [padded.take(range(k, k + length), axis=axis) for k in range(size)]
-            out = pick.reduce(shifted)
-    return out
 
 
 def quantile(values: np.ndarray, q: float) -> float:
