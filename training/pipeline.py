@@ -323,7 +323,10 @@ def run(config: TrainConfig, options: RunOptions, log: Callable[[str], None] = p
             "members": options.members,
             "command": command,
             "seconds": round(train_seconds, 1),
-            "total_seconds": round(time.perf_counter() - started, 1),
+            # export and measurement only, when re-exporting a run: then say so
+            ("export_seconds" if options.from_run is not None else "total_seconds"): round(
+                time.perf_counter() - started, 1
+            ),
             "seed": config.seed,
             "best_epochs": [r.best_epoch for r in results],
             "history": [asdict(h) for r in results for h in r.history],
