@@ -3,13 +3,13 @@ as the files people upload (PNG and JPEG, several sizes, both polarities, colour
 ink, canvas-style alpha), so the service decodes varied images, not one cached file.
 
 Used by the Locust suite (`tests/load/locustfile.py`) and the wrk benchmark
-(`benchmarks/`). No gevent, no torch: numpy and Pillow only.
+(`benchmarks/`). The drawing itself is `evaluation.render`'s, shared with the
+field benchmark and the preprocessing benchmark. No gevent, no torch.
 """
 
 from __future__ import annotations
 
 import base64
-import io
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from evaluation.render import alpha_canvas, encode
 from evaluation.samples import load_digits
 
 # How the digits are rendered; the name is kept on each item for per-kind accuracy.
@@ -43,16 +44,8 @@ class Item:
         return "digit.jpg" if self.content_type == "image/jpeg" else "digit.png"
 
 
-def _encode(image: Image.Image, fmt: str, **options: object) -> bytes:
-    if fmt == "PNG":
-        options.setdefault("compress_level", 3)  # zlib's fast end: builds the pool quickly
-    out = io.BytesIO()
-    image.save(out, format=fmt, **options)
-    return out.getvalue()
-
-
 def _on_paper(digit: np.ndarray, size: int, margin: float, rng: random.Random) -> Image.Image:
-    """Dark ink on light paper, `size` px square, with a margin around the digit."""
+    """Dark ink on light paper, `size` px square, with a margin around the digit (grey)."""
     ink = Image.fromarray(255 - digit).resize(
         (round(size * (1 - 2 * margin)),) * 2, Image.Resampling.BICUBIC
     )
@@ -66,20 +59,17 @@ def _on_paper(digit: np.ndarray, size: int, margin: float, rng: random.Random) -
 def render(digit: np.ndarray, kind: str, rng: random.Random) -> tuple[bytes, str]:
     """Encode one 28x28 white-on-black digit as a file of the given kind."""
     if kind == "png28":  # already MNIST-style: the service's fast path
-        return _encode(Image.fromarray(digit), "PNG"), "image/png"
+        return encode(Image.fromarray(digit), "PNG", compress_level=3), "image/png"
     if kind == "png-paper":
         size = rng.choice((56, 96, 160))
-        return _encode(_on_paper(digit, size, 0.12, rng), "PNG"), "image/png"
+        return encode(_on_paper(digit, size, 0.12, rng), "PNG", compress_level=3), "image/png"
     if kind == "png-canvas":  # a browser canvas: black strokes living only in alpha
-        size = rng.choice((140, 200, 280))
-        alpha = Image.fromarray(digit).resize((size, size), Image.Resampling.BICUBIC)
-        canvas = Image.new("RGBA", (size, size), (0, 0, 0, 0))
-        canvas.putalpha(alpha)
-        return _encode(canvas, "PNG"), "image/png"
+        canvas = alpha_canvas(digit, rng.choice((140, 200, 280)))
+        return encode(canvas, "PNG", compress_level=3), "image/png"
     if kind == "jpeg-photo":
         size = rng.choice((64, 128, 256))
         page = _on_paper(digit, size, 0.15, rng).convert("RGB")
-        return _encode(page, "JPEG", quality=rng.randint(75, 92)), "image/jpeg"
+        return encode(page, "JPEG", quality=rng.randint(75, 92)), "image/jpeg"
     if kind == "png-colour":  # blue or red pen on white
         size = rng.choice((48, 84))
         ink = (
@@ -90,7 +80,9 @@ def render(digit: np.ndarray, kind: str, rng: random.Random) -> tuple[bytes, str
         )
         colour = np.array(rng.choice(((20, 40, 160), (170, 20, 30))), np.float32)
         rgb = (1 - ink) * 250 + ink * colour
-        return _encode(Image.fromarray(rgb.astype(np.uint8), "RGB"), "PNG"), "image/png"
+        return encode(Image.fromarray(rgb.astype(np.uint8), "RGB"), "PNG", compress_level=3), (
+            "image/png"
+        )
     raise ValueError(f"unknown kind {kind!r}; known: {KINDS}")
 
 

@@ -1,7 +1,9 @@
 """Command line: train an MLP on MNIST and ship it as an ONNX model version.
 
-python -m training --data-dir ../shared/data/mnist --out models/mnist-mlp/1
+python -m training --data-dir ../shared/data/mnist --out models/mnist-mlp/2
 python -m training --quick --out /tmp/models/mnist-mlp/1      # < 1 minute smoke run
+python -m training --data-dir ../shared/data/mnist --out models/mnist-mlp/2 --from-run runs/latest
+    # re-export and re-measure the checkpoints of an earlier run (no training)
 mnist-train --help                                              # same, as a console script
 """
 
@@ -22,6 +24,7 @@ from pathlib import Path
 from training.augment import AugmentConfig
 from training.model import ModelConfig
 from training.pipeline import RunOptions, run
+from training.strokes import StyleConfig
 from training.train import TrainConfig
 
 
@@ -58,6 +61,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     io.add_argument("--run-dir", type=Path, default=Path("runs/latest"), help="checkpoints")
     io.add_argument(
+        "--from-run",
+        type=Path,
+        default=None,
+        help="skip training: export and measure the checkpoints saved in this run dir",
+    )
+    io.add_argument(
         "--quick",
         action="store_true",
         help="tiny model, 5k images, 2 epochs: a smoke run in well under a minute",
@@ -66,8 +75,15 @@ def build_parser() -> argparse.ArgumentParser:
     io.add_argument(
         "--field-n",
         type=int,
-        default=1300,
+        default=1800,
         help="digits rendered for the field benchmark (val and test); 0 skips it",
+    )
+    io.add_argument(
+        "--real-set",
+        type=Path,
+        default=None,
+        help="folder of real handwriting with manifest.csv (python -m evaluation.realset build)"
+        " to score for the card",
     )
     io.add_argument("--no-progress", action="store_true", help="no tqdm bars (log lines only)")
     io.add_argument("--no-benchmark", action="store_true", help="skip the ORT throughput run")
@@ -137,6 +153,13 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--blur-p", type=float, default=da.blur_p, help="blurred share")
     a.add_argument("--intensity-p", type=float, default=da.intensity_p, help="gain/gamma share")
     a.add_argument("--noise-p", type=float, default=da.noise_p, help="noisy share")
+    a.add_argument("--marker-p", type=float, default=da.marker_p, help="2 px thicker share")
+    a.add_argument("--grain-p", type=float, default=da.grain_p, help="pencil-grain share")
+    ds = StyleConfig()
+    a.add_argument("--no-styles", action="store_true", help="no European 1s / crossed 7s / open 4s")
+    a.add_argument("--one-flag-p", type=float, default=ds.one_flag_p, help="flagged share of 1s")
+    a.add_argument("--seven-bar-p", type=float, default=ds.seven_bar_p, help="crossed 7s share")
+    a.add_argument("--open-four-p", type=float, default=ds.open_four_p, help="open 4s share")
     return p
 
 
@@ -156,10 +179,16 @@ def configs_from_args(args: argparse.Namespace) -> tuple[TrainConfig, RunOptions
         blur_p=args.blur_p,
         intensity_p=args.intensity_p,
         noise_p=args.noise_p,
+        marker_p=args.marker_p,
+        grain_p=args.grain_p,
+    )
+    styles = StyleConfig(
+        one_flag_p=args.one_flag_p, seven_bar_p=args.seven_bar_p, open_four_p=args.open_four_p
     )
     config = TrainConfig(
         model=model,
         augment=None if args.no_augment else augment,
+        styles=None if args.no_styles else styles,
         epochs=args.epochs,
         batch_size=args.batch_size,
         optimizer=args.optimizer,
@@ -186,6 +215,8 @@ def configs_from_args(args: argparse.Namespace) -> tuple[TrainConfig, RunOptions
         field_n=args.field_n,
         progress=not args.no_progress,
         benchmark=not args.no_benchmark,
+        from_run=args.from_run,
+        real_set=args.real_set,
     )
     if args.quick:
         config = replace(config, model=replace(model, hidden=(128,)), epochs=2, batch_size=128)

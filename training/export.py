@@ -9,7 +9,8 @@ runs this at the end of training; from Python::
 
 The graph is the serving contract: input `pixels` FP32 [batch, 784] raw 0..255
 (white digit on black), outputs `probabilities` (softmax) and `logits`, both
-FP32 [batch, 10]. Before export, eval-mode BatchNorm is folded into the
+FP32 [batch, 10]; the softmax divides the logits by the calibration temperature
+fitted on validation data (1.0 when none). Before export, eval-mode BatchNorm is folded into the
 preceding Linear and the /255 + mean/std standardisation into the first Linear,
 so the graph is a plain Gemm/activation chain: exact same math, fewer ops.
 """
@@ -85,24 +86,27 @@ class RawEnsemble(nn.Module):
 
 
 class RawServingGraph(nn.Module):
-    def __init__(self, net: nn.Module) -> None:
+    """Raw pixels -> (softmax(logits / temperature), logits): calibration lives in the graph."""
+
+    def __init__(self, net: nn.Module, temperature: float = 1.0) -> None:
         super().__init__()
         self.net = net
+        self.inverse_temperature = 1.0 / temperature
 
     def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         logits = self.net(pixels)
-        return torch.softmax(logits, dim=-1), logits
+        return torch.softmax(logits * self.inverse_temperature, dim=-1), logits
 
 
-def serving_module(model: nn.Module) -> nn.Module:
+def serving_module(model: nn.Module, temperature: float = 1.0) -> nn.Module:
     """The folded module that is exported (raw pixels in, (probabilities, logits) out)."""
     if isinstance(model, MLP):
-        return RawServingGraph(fold_mlp(model)).eval()
+        return RawServingGraph(fold_mlp(model), temperature).eval()
     if isinstance(model, Ensemble):
         members = [fold_mlp(m) for m in model.members if isinstance(m, MLP)]
         if len(members) != len(model.members):
             raise TypeError("ensemble members must be MLPs")
-        return RawServingGraph(RawEnsemble(members)).eval()
+        return RawServingGraph(RawEnsemble(members), temperature).eval()
     raise TypeError(f"cannot export {type(model).__name__}")
 
 
@@ -118,10 +122,14 @@ def _quiet(logger: str) -> Iterator[None]:
         log.setLevel(level)
 
 
-def export_onnx(model: nn.Module, path: Path) -> Path:
-    """Write the serving graph of `model` to `path` and validate it with onnx.checker."""
+def export_onnx(model: nn.Module, path: Path, temperature: float = 1.0) -> Path:
+    """Write the serving graph of `model` to `path` and validate it with onnx.checker.
+
+    `temperature` (fitted on validation data, see `training.calibrate`) divides the
+    logits inside the graph's softmax; the `logits` output stays unscaled.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    module = serving_module(model)
+    module = serving_module(model, temperature)
     example = torch.zeros(2, 784)
     batch = torch.export.Dim("batch", min=1)
     with warnings.catch_warnings(), _quiet("torch.onnx"):
@@ -168,7 +176,9 @@ def onnx_predict(
 
 
 @torch.no_grad()
-def check_parity(model: nn.Module, path: Path, pixels: np.ndarray) -> float:
+def check_parity(
+    model: nn.Module, path: Path, pixels: np.ndarray, temperature: float = 1.0
+) -> float:
     """Max |ORT - torch| over probabilities and logits; raises above PARITY_TOLERANCE.
 
     The reference is the UNFOLDED torch model fed pixels/255, so the check also
@@ -176,7 +186,7 @@ def check_parity(model: nn.Module, path: Path, pixels: np.ndarray) -> float:
     """
     model.eval()
     raw = torch.from_numpy(pixels.reshape(len(pixels), 784).astype(np.float32))
-    probs_t, logits_t = ServingGraph(model)(raw)
+    probs_t, logits_t = ServingGraph(model, temperature)(raw)
     probs_o, logits_o = onnx_predict(path, pixels)
     diff = max(
         float(np.abs(probs_o - probs_t.numpy()).max()),

@@ -93,10 +93,11 @@ class Ensemble(nn.Module):
 class ServingGraph(nn.Module):
     """What ships: raw 0..255 pixels (B, 784) in, (probabilities, logits) out."""
 
-    def __init__(self, net: nn.Module) -> None:
+    def __init__(self, net: nn.Module, temperature: float = 1.0) -> None:
         super().__init__()
         self.net = net
+        self.temperature = temperature
 
     def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         logits = self.net(pixels * (1.0 / 255.0))
-        return torch.softmax(logits, dim=-1), logits
+        return torch.softmax(logits / self.temperature, dim=-1), logits

@@ -7,7 +7,7 @@ model choices use the validation split.
 
 from __future__ import annotations
 
-import importlib.util
+import csv
 import platform
 import time
 from collections.abc import Callable
@@ -18,14 +18,25 @@ from typing import Any
 import numpy as np
 import torch
 
+from evaluation import field
 from training import plots
 from training.benchmark import benchmark
+from training.calibrate import (
+    ECE_BINS,
+    expected_calibration_error,
+    fit_temperature,
+    rule_effect,
+    softmax,
+    uncertainty_rule,
+)
 from training.card import build_card, save_card
 from training.data import file_md5s, load_mnist, resolve_data_dir, train_val_split
 from training.evaluate import classification_report, format_table, summary, write_report
 from training.export import check_parity, export_onnx, onnx_predict, quantize_int8
-from training.model import Ensemble
-from training.train import TrainConfig, TrainResult, save_checkpoint, train
+from training.model import Ensemble, ServingGraph
+from training.train import TrainConfig, TrainResult, load_result, save_checkpoint, train
+
+UNCERTAIN_TARGET_ACCURACY = 0.995  # answers above the uncertain threshold: right this often
 
 
 @dataclass
@@ -37,37 +48,126 @@ class RunOptions:
     val_size: int = 5000
     train_limit: int | None = None  # use only the first N training images (--quick)
     int8: bool = True
-    field_n: int = 1300  # digits rendered for the field benchmark (0: skip); 100 per kind
+    field_n: int = 1800  # digits rendered for the field benchmark (0: skip); 100 per kind
     command: str = ""
+    from_run: Path | None = None  # re-export the checkpoints of an earlier run instead of training
+    real_set: Path | None = None  # a folder with manifest.csv (id,file,label,style,...) to score
     progress: bool = True
     benchmark: bool = True  # measure raw onnxruntime throughput into the card
 
 
-def field_metrics(
-    paths: list[Path], split: str, n: int, data_dir: Path | None
-) -> list[dict[str, Any]] | None:
-    """Field-benchmark accuracy (training/field.py) of each ONNX file, or None if unavailable.
+@dataclass
+class FieldSplit:
+    """The field benchmark's renders of one split, preprocessed once for every model file."""
 
-    The same rendered files are scored for every path, so fp32 and int8 compare fairly.
-    """
-    if importlib.util.find_spec("training.field") is None:
-        return None
-    from training import field
+    split: str
+    samples: list[field.FieldSample]
+    rows: np.ndarray  # (n, 784) what the model sees
+    ok: np.ndarray  # False where the service refuses the file (scored as wrong)
 
+    @property
+    def labels(self) -> np.ndarray:
+        return np.array([s.label for s in self.samples], dtype=np.int64)
+
+
+def field_split(split: str, n: int, data_dir: Path | None) -> FieldSplit:
     images, labels = field.held_out_digits(split, data_dir)
     samples = field.render_field_set(images[:n], labels[:n], seed=0)
-    results = []
-    for path in paths:
-        report = field.score(field.onnx_predictor(path), samples)
-        results.append(
-            {
-                "split": split,
-                "n": report.n,
-                "accuracy": report.accuracy,
-                "per_kind": report.per_kind,
-            }
+    rows, ok = field.preprocess_files([s.data for s in samples])
+    return FieldSplit(split, samples, rows, ok)
+
+
+def field_metrics(data: FieldSplit, probabilities: np.ndarray) -> dict[str, Any]:
+    """Field-benchmark accuracy (evaluation/field.py), overall and per kind."""
+    predicted = np.where(data.ok, probabilities.argmax(axis=1), -1)
+    report = field.score(lambda files: predicted, data.samples)
+    return {
+        "split": data.split,
+        "n": report.n,
+        "accuracy": report.accuracy,
+        "per_kind": report.per_kind,
+    }
+
+
+@dataclass
+class RealSet:
+    """People's own digits (`python -m evaluation.realset build` writes them with a
+    manifest.csv: id, file, label, style, ...), preprocessed once for every model file."""
+
+    labels: np.ndarray
+    styles: np.ndarray
+    rows: np.ndarray
+    ok: np.ndarray
+
+    @classmethod
+    def load(cls, folder: Path) -> RealSet:
+        with (folder / "manifest.csv").open(newline="") as handle:
+            entries = list(csv.DictReader(handle))
+        files = [(folder / entry["file"]).read_bytes() for entry in entries]
+        rows, ok = field.preprocess_files(files)
+        labels = np.array([int(entry["label"]) for entry in entries], dtype=np.int64)
+        return cls(labels, np.array([entry["style"] for entry in entries]), rows, ok)
+
+    def metrics(self, probabilities: np.ndarray) -> dict[str, Any]:
+        correct = self.ok & (probabilities.argmax(axis=1) == self.labels)
+        styles = sorted(set(self.styles.tolist()))
+        return {
+            "n": int(self.labels.size),
+            "accuracy": float(correct.mean()),
+            "per_style": {s: float(correct[self.styles == s].mean()) for s in styles},
+            "counts": {s: int((self.styles == s).sum()) for s in styles},
+            "refused": int((~self.ok).sum()),
+        }
+
+
+@torch.no_grad()
+def torch_logits(model: torch.nn.Module, rows: np.ndarray) -> np.ndarray:
+    """Logits of raw 0..255 pixel rows (n, 784) from the trained (unexported) model."""
+    model.eval()
+    graph = ServingGraph(model)
+    pixels = torch.from_numpy(np.ascontiguousarray(rows.reshape(len(rows), 784), np.float32))
+    return np.concatenate(
+        [graph(pixels[i : i + 2000])[1].numpy() for i in range(0, len(rows), 2000)]
+    )
+
+
+def calibrate(
+    model: torch.nn.Module, fitted_on: FieldSplit | None, mnist_val: tuple[np.ndarray, np.ndarray]
+) -> tuple[float, dict[str, Any]]:
+    """Temperature fitted on validation data, with ECE before and after (`training.calibrate`).
+
+    Fitted on the field benchmark's validation renders (MNIST validation digits drawn
+    as uploads and preprocessed by the service) when there are any: that is what the
+    service sees; else on the clean MNIST validation digits.
+    """
+    if fitted_on is not None:
+        logits, labels = (
+            torch_logits(model, fitted_on.rows[fitted_on.ok]),
+            fitted_on.labels[fitted_on.ok],
         )
-    return results
+        source = f"field benchmark validation renders ({len(labels)} files)"
+    else:
+        logits, labels = torch_logits(model, mnist_val[0]), mnist_val[1].astype(np.int64)
+        source = f"MNIST validation digits ({len(labels)})"
+    temperature = fit_temperature(logits, labels)
+    before = expected_calibration_error(softmax(logits), labels)
+    after = expected_calibration_error(softmax(logits / temperature), labels)
+    return temperature, {
+        "temperature": round(temperature, 4),
+        "applied": "in the graph: probabilities = softmax(logits / temperature)",
+        "fitted_on": source,
+        "ece_bins": ECE_BINS,
+        "ece": {"field_val": {"before": round(before, 5), "after": round(after, 5)}},
+    }
+
+
+def ece_before_after(
+    logits: np.ndarray, labels: np.ndarray, temperature: float
+) -> dict[str, float]:
+    return {
+        "before": round(expected_calibration_error(softmax(logits), labels), 5),
+        "after": round(expected_calibration_error(softmax(logits / temperature), labels), 5),
+    }
 
 
 def run(config: TrainConfig, options: RunOptions, log: Callable[[str], None] = print) -> Path:
@@ -81,6 +181,10 @@ def run(config: TrainConfig, options: RunOptions, log: Callable[[str], None] = p
 
     results: list[TrainResult] = []
     for member in range(options.members):
+        if options.from_run is not None:  # re-export (e.g. after a preprocessing change)
+            results.append(load_result(options.from_run / f"member{member}.pt"))
+            log(f"loaded member {member} from {options.from_run}: no training")
+            continue
         member_config = replace(config, seed=config.seed + member)
         if options.members > 1:
             log(f"--- ensemble member {member + 1}/{options.members} (seed {member_config.seed})")
@@ -93,25 +197,37 @@ def run(config: TrainConfig, options: RunOptions, log: Callable[[str], None] = p
             log=log,
             progress=options.progress,
         )
+        result.command = options.command
         save_checkpoint(options.run_dir / f"member{member}.pt", result)
         results.append(result)
     model = results[0].model if len(results) == 1 else Ensemble([r.model for r in results])
+    config = results[0].config
+    command = results[0].command or options.command
     train_seconds = sum(r.seconds for r in results)
     log(f"training took {train_seconds:.0f}s")
 
+    # Calibration before export: the temperature goes into the graph's softmax
+    field_val = field_split("val", options.field_n, data_dir) if options.field_n else None
+    field_test = field_split("test", options.field_n, data_dir) if options.field_n else None
+    mnist_val = (images[val_idx], labels[val_idx])
+    temperature, calibration = calibrate(model, field_val, mnist_val)
+    log(f"calibration: temperature {temperature:.3f} ({calibration['fitted_on']})")
+
     test_images, test_labels = load_mnist("test", data_dir)
     out = options.out
-    onnx_path = export_onnx(model, out / "model.onnx")
-    parity = check_parity(model, onnx_path, test_images[:4000])
+    onnx_path = export_onnx(model, out / "model.onnx", temperature)
+    parity = check_parity(model, onnx_path, test_images[:4000], temperature)
     size_mb = onnx_path.stat().st_size / 1e6
     log(f"exported {onnx_path} ({size_mb:.2f} MB); parity max diff {parity:.2e}")
 
-    val_probs, _ = onnx_predict(onnx_path, images[val_idx])
+    val_probs, val_logits = onnx_predict(onnx_path, images[val_idx])
     val_acc = float((val_probs.argmax(1) == labels[val_idx]).mean())
-    probs, _ = onnx_predict(onnx_path, test_images)
+    probs, test_logits = onnx_predict(onnx_path, test_images)
     predictions = probs.argmax(1)
     report = classification_report(test_labels, predictions)
     log(format_table(report))
+    calibration["ece"]["mnist_val"] = ece_before_after(val_logits, labels[val_idx], temperature)
+    calibration["ece"]["mnist_test"] = ece_before_after(test_logits, test_labels, temperature)
 
     report_dir = out / "report"
     write_report(report_dir / "mnist_test.json", report)
@@ -136,18 +252,67 @@ def run(config: TrainConfig, options: RunOptions, log: Callable[[str], None] = p
         )
 
     paths = [onnx_path] if int8_path is None else [onnx_path, int8_path]
-    for split in ("val", "test") if options.field_n else ():
-        scored = field_metrics(paths, split, options.field_n, data_dir)
-        if scored is None:
-            log("field benchmark: training/field.py not available, skipped")
-            break
-        key = "field_benchmark" if split == "test" else "field_benchmark_val"
+    uncertainty: dict[str, Any] = {}
+    for data in (field_val, field_test):
+        if data is None:
+            continue
+        key = "field_benchmark" if data.split == "test" else "field_benchmark_val"
+        scored = []
+        for path in paths:
+            path_probs, path_logits = onnx_predict(path, data.rows)
+            scored.append(field_metrics(data, path_probs))
+            if path == onnx_path:
+                ok_labels = data.labels[data.ok]
+                calibration["ece"][f"field_{data.split}"] = ece_before_after(
+                    path_logits[data.ok], ok_labels, temperature
+                )
+                if data.split == "val":  # the rule is chosen on validation data only
+                    uncertainty = uncertainty_rule(
+                        path_probs[data.ok], ok_labels, target_accuracy=UNCERTAIN_TARGET_ACCURACY
+                    )
+                    uncertainty = {
+                        "rule": "uncertain when the top probability < min_probability",
+                        "min_probability": uncertainty.pop("min_probability"),
+                        "target_accuracy": UNCERTAIN_TARGET_ACCURACY,
+                        "fitted_on": "field_val",
+                        "effect": {"field_val": uncertainty},
+                    }
+                else:
+                    uncertainty["effect"]["field_test"] = rule_effect(
+                        path_probs[data.ok], ok_labels, uncertainty["min_probability"]
+                    )
         metrics[key] = scored[0]
         if int8_metrics is not None:
             int8_metrics[key] = scored[1]
         pairs = zip(paths, scored, strict=True)
         accuracies = ", ".join(f"{p.name} {r['accuracy']:.4f}" for p, r in pairs)
-        log(f"field benchmark ({split}, n={options.field_n}): {accuracies}")
+        log(f"field benchmark ({data.split}, n={options.field_n}): {accuracies}")
+    if uncertainty:
+        effect = rule_effect(probs, test_labels, uncertainty["min_probability"])
+        uncertainty["effect"]["mnist_test"] = effect
+    if options.real_set is not None:  # people's photos and drawings (evaluation/realset)
+        real = RealSet.load(options.real_set)
+        scored = []
+        for path in paths:
+            path_probs, path_logits = onnx_predict(path, real.rows)
+            scored.append(real.metrics(path_probs))
+            if path == onnx_path:
+                calibration["ece"]["real_set"] = ece_before_after(
+                    path_logits[real.ok], real.labels[real.ok], temperature
+                )
+                if uncertainty:
+                    uncertainty["effect"]["real_set"] = rule_effect(
+                        path_probs[real.ok], real.labels[real.ok], uncertainty["min_probability"]
+                    )
+        metrics["real_set"] = scored[0]
+        if int8_metrics is not None:
+            int8_metrics["real_set"] = scored[1]
+        log(
+            f"real set (n={real.labels.size}): {scored[0]['accuracy']:.4f} {scored[0]['per_style']}"
+        )
+    if uncertainty:
+        log(f"uncertain below p={uncertainty['min_probability']}: {uncertainty['effect']}")
+    log(f"calibration: {calibration['ece']}")
 
     card = build_card(
         out,
@@ -156,15 +321,19 @@ def run(config: TrainConfig, options: RunOptions, log: Callable[[str], None] = p
         training={
             "config": asdict(config),
             "members": options.members,
-            "command": options.command,
+            "command": command,
             "seconds": round(train_seconds, 1),
-            "total_seconds": round(time.perf_counter() - started, 1),
+            # export and measurement only, when re-exporting a run: then say so
+            ("export_seconds" if options.from_run is not None else "total_seconds"): round(
+                time.perf_counter() - started, 1
+            ),
             "seed": config.seed,
             "best_epochs": [r.best_epoch for r in results],
             "history": [asdict(h) for r in results for h in r.history],
             "torch_version": torch.__version__,
             "host": f"{platform.machine()} {torch.get_num_threads()} threads",
             "onnx_parity_max_abs_diff": parity,
+            **({"measured_by": options.command} if options.from_run is not None else {}),
         },
         data={
             "dataset": "MNIST (original IDX files)",
@@ -175,7 +344,11 @@ def run(config: TrainConfig, options: RunOptions, log: Callable[[str], None] = p
             "test_images": len(test_labels),
         },
         int8_metrics=int8_metrics,
-        extra={"benchmark": _throughput(paths, log)} if options.benchmark else None,
+        extra={
+            "calibration": calibration,
+            **({"uncertainty": uncertainty} if uncertainty else {}),
+            **({"benchmark": _throughput(paths, log)} if options.benchmark else {}),
+        },
     )
     card_path = save_card(out, card)
     log(f"wrote {card_path}")
@@ -201,8 +374,3 @@ def _describe(config: TrainConfig, members: int) -> str:
         what = f"ensemble of {members} x {what}, logits averaged in one graph"
     aug = "augmented" if config.augment is not None else "unaugmented"
     return f"{what}; {aug} MNIST training; input raw 0..255 pixels, white digit on black"
-
-
-def sample_accuracy(onnx_path: Path, images: np.ndarray, labels: np.ndarray) -> float:
-    probs, _ = onnx_predict(onnx_path, images)
-    return float((probs.argmax(1) == labels).mean())

@@ -32,12 +32,15 @@ from tqdm import tqdm
 
 from training.augment import AugmentConfig, augment
 from training.model import MLP, ModelConfig
+from training.strokes import StyleConfig, writer_styles
 
 
 @dataclass
 class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     augment: AugmentConfig | None = field(default_factory=AugmentConfig)  # None: off
+    # European 1s, crossed 7s, open 4s drawn into MNIST digits (None: off)
+    styles: StyleConfig | None = field(default_factory=StyleConfig)
     epochs: int = 30
     batch_size: int = 128
     optimizer: Literal["sgd", "adamw"] = "adamw"
@@ -80,6 +83,7 @@ class TrainResult:
     history: list[EpochLog]
     best_epoch: int
     seconds: float
+    command: str = ""  # the command line that trained it (kept in the checkpoint)
 
 
 def to_tensor(images: np.ndarray) -> torch.Tensor:
@@ -181,6 +185,8 @@ def train(
         for i in bar:
             idx = order[i * config.batch_size : (i + 1) * config.batch_size]
             xb, yb = x_train[idx], y_train[idx]
+            if config.styles is not None:
+                xb = writer_styles(xb, yb, config.styles, gen)
             if config.augment is not None:
                 strength = 0.5 if progress_done >= 1.0 - config.mild_tail else 1.0
                 xb = augment(xb, config.augment.milder(strength), gen)
@@ -255,6 +261,7 @@ def save_checkpoint(path: Path, result: TrainResult) -> None:
             "history": [asdict(h) for h in result.history],
             "best_epoch": result.best_epoch,
             "seconds": result.seconds,
+            "command": result.command,
         },
         path,
     )
@@ -273,7 +280,19 @@ def config_from_dict(raw: dict[str, Any]) -> TrainConfig:
     if aug_raw is not None:
         aug_raw["blur_sigma"] = tuple(aug_raw["blur_sigma"])
         aug = AugmentConfig(**aug_raw)
-    return TrainConfig(model=model, augment=aug, **raw)
+    styles_raw = raw.pop("styles", None)
+    styles = None if styles_raw is None else StyleConfig(**styles_raw)
+    return TrainConfig(model=model, augment=aug, styles=styles, **raw)
+
+
+def load_result(path: Path) -> TrainResult:
+    """A saved run back as a TrainResult: weights, config, history, time and command."""
+    blob = torch.load(path, map_location="cpu", weights_only=True)
+    model, config = load_checkpoint(path)
+    history = [EpochLog(**entry) for entry in blob["history"]]
+    return TrainResult(
+        model, config, history, blob["best_epoch"], blob["seconds"], blob.get("command", "")
+    )
 
 
 def load_checkpoint(path: Path) -> tuple[MLP, TrainConfig]:

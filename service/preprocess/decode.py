@@ -1,11 +1,13 @@
-"""Bytes -> a pixel array at work resolution, safely: the decoding stage.
+"""Bytes -> an 8-bit pixel array at work resolution, safely: the decoding stage.
 
 The image size is checked from the header before any pixel is decoded, so a
 decompression bomb costs microseconds, not gigabytes. JPEGs are decoded by
-libjpeg at reduced scale, everything else is shrunk to at most `WORK` px a side.
+libjpeg at reduced scale (DCT scaling: 1/2, 1/4 or 1/8, much cheaper than a full
+decode); other formats are box-reduced by an integer factor to about `WORK` px.
 EXIF orientation is undone (phones store photos sideways), 16-bit and float
-modes are brought to the 8-bit range, and transparency is resolved so that a
-canvas drawing kept only in alpha does not lose its digit.
+modes are brought to 8 bits, and transparency is resolved so that a canvas
+drawing kept only in alpha does not lose its digit. Everything stays uint8: the
+later stages convert only the few pixels they need.
 """
 
 from __future__ import annotations
@@ -17,28 +19,27 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from service.errors import InvalidImage, PayloadTooLarge
 from service.preprocess.constants import WORK
-from service.preprocess.formats import _FORMATS, _HINT
+from service.preprocess.formats import FORMAT_HINT, PILLOW_FORMATS
+
+_HIGH_DEPTH = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
+_ALPHA = ("RGBA", "LA", "PA", "RGBa", "La")
 
 
-def _decode(data: bytes, max_pixels: int) -> np.ndarray:
-    """Decode to an (H, W) or (H, W, 3) array at most WORK px a side, alpha resolved.
-
-    uint8 for plain grey/RGB files (so an MNIST-style 28x28 PNG needs no copy),
-    float32 when alpha or a 16-bit/float mode had to be resolved.
-    """
+def decode(data: bytes, max_pixels: int) -> np.ndarray:
+    """Decode to uint8 (H, W) grey or (H, W, 3) colour, about WORK px a side, alpha resolved."""
     try:
-        image: Image.Image = Image.open(io.BytesIO(data), formats=_FORMATS)
+        image: Image.Image = Image.open(io.BytesIO(data), formats=PILLOW_FORMATS)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise _too_large(str(exc), max_pixels) from exc
+        raise too_large(str(exc), max_pixels) from exc
     except UnidentifiedImageError as exc:
-        raise InvalidImage(f"the file is not a readable image; {_HINT}") from exc
+        raise InvalidImage(f"the file is not a readable image; {FORMAT_HINT}") from exc
     width, height = image.size  # from the header: nothing decoded yet
     # (over Pillow's own MAX_IMAGE_PIXELS, ~89 M, Image.open has already warned or raised)
     limit = min(max_pixels, Image.MAX_IMAGE_PIXELS or max_pixels)
     if width * height > limit:
-        raise _too_large(f"the image is {width}x{height}", limit)
+        raise too_large(f"the image is {width}x{height}", limit)
     if width == 0 or height == 0:
-        raise InvalidImage(f"the image has no pixels ({width}x{height}); {_HINT}")
+        raise InvalidImage(f"the image has no pixels ({width}x{height}); {FORMAT_HINT}")
     if image.format in ("JPEG", "MPO"):  # MPO: phone cameras' multi-picture JPEG
         image.draft(None, (WORK, WORK))  # let libjpeg decode at 1/2, 1/4 or 1/8 size
     image.load()
@@ -46,65 +47,68 @@ def _decode(data: bytes, max_pixels: int) -> np.ndarray:
     exif = image.format == "TIFF" or "exif" in image.info
     if exif and image.getexif().get(0x0112, 1) != 1:
         image = ImageOps.exif_transpose(image)
-    if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
-        # NaN/inf/negative values in float TIFFs must not reach the statistics
-        array = np.nan_to_num(np.asarray(image, dtype=np.float32), posinf=0.0).clip(0.0, None)
-        peak = float(array.max())
-        if peak > 255.0:  # 16-bit scans: bring to the 8-bit range the thresholds assume
-            array *= 255.0 / (65535.0 if peak <= 65535.0 else peak)
-        return _shrink(array)
-    has_alpha = image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info
+    if image.mode in _HIGH_DEPTH:
+        image = eight_bit(image)
+    has_alpha = image.mode in _ALPHA or "transparency" in image.info
+    if image.mode not in ("L", "RGB", "RGBA", "LA"):  # palettes, bilevel, CMYK, ...
+        grey = image.mode in ("1", "P") and is_grey_palette(image)
+        image = image.convert("RGBA" if has_alpha else "L" if grey else "RGB")
+    factor = max(image.size) // WORK
+    if factor > 1:  # a box filter by an integer factor: fast, and keeps thin strokes' ink
+        image = image.reduce(factor)
     if has_alpha:
-        image = image.convert("RGBA")
-    elif image.mode not in ("L", "RGB"):
-        image = image.convert("L" if image.mode in ("1", "P") and _is_gray(image) else "RGB")
-    if max(image.size) > WORK:
-        image.thumbnail((WORK, WORK), Image.Resampling.BILINEAR)
-    if has_alpha:
-        return _flatten_alpha(np.asarray(image, dtype=np.float32))
-    if image.mode == "L":  # uint8 as it is: the MNIST-style fast path needs no copy
-        return np.frombuffer(image.tobytes(), np.uint8).reshape(image.height, image.width)
+        return flatten_alpha(image)
     return np.asarray(image)
 
 
-def _too_large(what: str, max_pixels: int) -> PayloadTooLarge:
+def too_large(what: str, max_pixels: int) -> PayloadTooLarge:
     return PayloadTooLarge(
         f"{what}: more than the limit of {max_pixels:,} pixels; "
         "scale the image down (about 1000 px on the longer side is plenty) and retry"
     )
 
 
-def _is_gray(image: Image.Image) -> bool:
+def eight_bit(image: Image.Image) -> Image.Image:
+    """16-bit scans and float TIFFs -> 8-bit grey; NaN/inf/negative values become 0."""
+    array = np.nan_to_num(np.asarray(image, dtype=np.float32), posinf=0.0).clip(0.0, None)
+    peak = float(array.max())
+    if peak > 255.0:  # 16-bit: bring to the 8-bit range the thresholds assume
+        array *= 255.0 / (65535.0 if peak <= 65535.0 else peak)
+    return Image.fromarray(array.clip(0.0, 255.0).astype(np.uint8))
+
+
+def is_grey_palette(image: Image.Image) -> bool:
     if image.mode == "1":
         return True
     palette = np.asarray(image.getpalette() or [], dtype=np.int16).reshape(-1, 3)
     return bool((palette.max(axis=1) == palette.min(axis=1)).all())
 
 
-def _shrink(array: np.ndarray) -> np.ndarray:
-    if max(array.shape[:2]) <= WORK:
-        return array
-    image = Image.fromarray(array)
-    image.thumbnail((WORK, WORK), Image.Resampling.BILINEAR)
-    return np.asarray(image, dtype=np.float32)
+def as_rgb(array: np.ndarray) -> np.ndarray:
+    return array if array.ndim == 3 else np.repeat(array[..., None], 3, axis=2)
 
 
-def _flatten_alpha(rgba: np.ndarray) -> np.ndarray:
+def flatten_alpha(image: Image.Image) -> np.ndarray:
     """Resolve transparency so the digit is never lost.
 
     Canvas drawings keep the digit only in alpha: opaque strokes (any colour, black
     included) on a transparent background. Compositing them on a fixed colour erases
     strokes of that colour, so when the opaque part is a minority or one flat colour
-    the alpha channel itself is the ink. Otherwise (a photo with transparent margins)
-    the transparent part is filled with the photo's own paper colour.
+    the alpha channel itself is the ink (white on black). Otherwise (a photo with
+    transparent margins) the transparent part is filled with the photo's own paper.
     """
-    alpha = rgba[..., 3] / 255.0
-    if alpha.min() > 0.98:
-        return rgba[..., :3]
-    opaque = alpha > 0.5
-    colour = rgba[..., :3][opaque]
-    if opaque.mean() < 0.5 or colour.size == 0 or float(colour.mean(axis=1).std()) < 20.0:
-        return rgba[..., 3].copy()  # white-on-black already: ink = opacity
-    paper = np.sort(colour, axis=0)[len(colour) // 2]  # median (see _quantile)
-    a = alpha[..., None]
-    return np.asarray(rgba[..., :3] * a + paper * (1.0 - a), dtype=np.float32)
+    rgba = image if image.mode in ("RGBA", "LA") else image.convert("RGBA")
+    alpha = np.asarray(rgba.getchannel("A"))
+    colour = rgba.convert("RGB") if rgba.mode == "RGBA" else rgba.getchannel("L")
+    if int(alpha.min()) > 250:  # opaque after all (the draw-a-digit page's sheet)
+        return np.asarray(colour)
+    opaque = alpha > 127
+    if opaque.mean() < 0.5:  # strokes on a transparent sheet: ink = opacity
+        return alpha
+    grey = np.asarray(colour.convert("L"))[opaque]
+    if grey.size == 0 or float(grey.std()) < 20.0:  # one flat colour: ink = opacity too
+        return alpha
+    rgb = as_rgb(np.asarray(colour, dtype=np.float32))
+    paper = np.median(rgb[opaque], axis=0)
+    a = alpha[..., None].astype(np.float32) / 255.0
+    return np.asarray(rgb * a + paper * (1.0 - a), dtype=np.float32).round().astype(np.uint8)

@@ -7,11 +7,11 @@ else that is not an image a 422, before Pillow is asked to parse a single byte.
 
 from __future__ import annotations
 
-_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "GIF", "TIFF")
+PILLOW_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "GIF", "TIFF")
 SUPPORTED_MEDIA_TYPES = frozenset(
     {"image/png", "image/jpeg", "image/webp", "image/bmp", "image/gif", "image/tiff"}
 )
-_HINT = "send a PNG, JPEG, WebP, BMP, GIF or TIFF image of one handwritten digit"
+FORMAT_HINT = "send a PNG, JPEG, WebP, BMP, GIF or TIFF image of one handwritten digit"
 # (offset, magic, media type): enough to tell a supported format from a known
 # unsupported one (415) and from something that is not an image at all (422).
 _SIGNATURES: tuple[tuple[int, bytes, str], ...] = (

@@ -1,47 +1,51 @@
-"""The full path for any decoded image: find the ink, stretch it to full contrast, shape it.
+"""The full path for any decoded image: find the ink, choose the digit, cut and shape it.
 
 Users send phone photos and canvas drawings, not MNIST, so we redo what MNIST's
-creators did to their scans, robustly. The ink signal (any colour, either
-polarity, desk and uneven light removed) comes from `ink`; here it is measured
-robustly, rejected as blank if it barely stands out, and stretched so the ink is
-255 and the background 0; `shape` then crops, evens strokes, scales and centres.
+creators did to their scans, robustly and on few pixels: decisions are made on
+a copy of about 128 px (`ink`, `mask`, `components`), the digit is cut from the
+decoded image (`shape`). Blank means that no part of the ink mask could be a
+digit; the error says so.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from service.errors import InvalidImage
-from service.preprocess.constants import FLOOR_FRACTION, MIN_CONTRAST, FloatImage
-from service.preprocess.ink import _background, _ink_signal, _quantile, _without_desk
-from service.preprocess.shape import _centre, _digit_box, _even_strokes
+from service.preprocess.components import find_digit
+from service.preprocess.constants import FloatImage
+from service.preprocess.ink import analysis_copy, clean_ink, find_ink
+from service.preprocess.mask import bridge, ink_threshold, long_lines, ruled_lines
+from service.preprocess.shape import centre, cut_digit, even_strokes, trim
+
+BLANK = (
+    "the image is blank: no digit found (no stroke stands out from the paper); send a "
+    "photo or drawing of one digit, dark on light or light on dark, filling a good part "
+    "of the image"
+)
 
 
-def _normalise(pixels: np.ndarray) -> FloatImage:
-    """Any decoded image -> MNIST-style 28x28: ink signal, contrast, crop, scale, centre."""
-    signal = _ink_signal(pixels)
-    sheet = _without_desk(pixels, signal)
-    if sheet is not None:  # a sheet photographed on a desk: judge the sheet alone
-        signal = _ink_signal(sheet)
-    if min(signal.shape) >= 64:
-        signal -= _background(signal)  # lighting gradients and shadows of photos
-    sample = signal[:: max(1, signal.shape[0] // 128), :: max(1, signal.shape[1] // 128)]
-    level0 = _quantile(sample, 0.5)
-    sigma = 1.4826 * _quantile(np.abs(sample - level0), 0.5)
-    present = level0 + max(3.0 * sigma, 2.0)  # above this a pixel carries some ink
-    # ink level: typical value of the strongest pixels, so that neither a hot pixel
-    # nor thousands of faint noise pixels decide it
-    rows = signal.max(axis=1)  # 3rd brightest row: two hot pixels cannot set the scale
-    peak = float(np.sort(rows)[-min(rows.size, 3)])
-    strong = signal[signal > (level0 + peak) / 2.0]
-    ink = _quantile(strong, 0.9) if strong.size >= 8 else level0
-    if ink - level0 < max(MIN_CONTRAST, 6.0 * sigma):
-        raise InvalidImage(
-            "the image is blank: no digit found (the ink differs from the background by "
-            f"only {max(ink - level0, 0.0):.0f} of 255 grey levels); send a photo or drawing "
-            "of one digit, dark on light or light on dark, filling a good part of the image"
-        )
-    floor = max(present, level0 + FLOOR_FRACTION * (ink - level0))
-    stretched = np.clip((signal - floor) * (255.0 / (ink - floor)), 0.0, 255.0)
-    top, bottom, left, right = _digit_box(stretched > 0.0, stretched)
-    return _centre(_even_strokes(stretched[top:bottom, left:right]))
+def normalise(work: np.ndarray) -> FloatImage:
+    """Any decoded image (uint8, grey or RGB) -> MNIST-style 28x28 float32, 0..255."""
+    small, _ = analysis_copy(work)
+    ink, signal = clean_ink(small) or find_ink(small)
+    mask = signal > ink_threshold(signal, ink.sigma)
+    if ink.page is not None:
+        mask &= ink.page
+    digit = find_digit(mask, signal)
+    lines = long_lines(mask)
+    if lines[0].any() or lines[1].any():  # a ruled page or a fold; the digit may sit on one
+        without = find_digit(mask & ~(lines[0] | lines[1]), signal)
+        ruled = ruled_lines(lines, without.box) if without is not None else None
+        if ruled is not None and ruled.any():
+            digit = find_digit(mask & ~ruled, signal)
+            if digit is not None:
+                digit = replace(digit, mask=bridge(digit.mask, ruled))
+    if digit is None:
+        raise InvalidImage(BLANK)
+    cut = trim(cut_digit(work, small.shape[:2], digit, ink))
+    if not cut.any():
+        raise InvalidImage(BLANK)
+    return centre(trim(even_strokes(cut)))

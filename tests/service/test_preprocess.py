@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import random
 import struct
 import zlib
 from collections.abc import Callable
@@ -10,10 +11,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageFilter
 
+from evaluation import field, render
+from evaluation import uploads as pool
 from service.errors import InvalidImage, InvalidInput, PayloadTooLarge, UnsupportedMediaType
 from service.preprocess import (
+    is_mnist_style,
     preprocess_image,
     preprocess_pixels,
     sniff_image_format,
@@ -174,6 +178,32 @@ def test_real_world_uploads_become_mnist_style(
         assert similarity(out, digit) > (0.7 if case == "tiny_digit_28px" else 0.75), case
 
 
+def every_synthetic_upload(digits: np.ndarray, labels: np.ndarray) -> list[tuple[str, bytes]]:
+    """Each kind of upload we can render: these cases, the field benchmark's kinds, the
+    load-test pool's kinds and both canvas PNGs browsers send."""
+    uploads = [(case, make(digit)) for case, make in CASES.items() for digit in digits[:2]]
+    count = 2 * len(field.KINDS)
+    renders = field.render_field_set(digits[:count], labels[:count], seed=7)
+    uploads += [(item.kind, item.data) for item in renders]
+    rng = random.Random(0)
+    uploads += [(kind, pool.render(d, kind, rng)[0]) for kind in pool.KINDS for d in digits[:2]]
+    uploads += [("web_canvas", render.encode(render.web_canvas(d))) for d in digits[:2]]
+    uploads += [("alpha_canvas", render.encode(render.alpha_canvas(d, 280))) for d in digits[:2]]
+    return uploads
+
+
+def test_preprocessing_is_idempotent(mnist_sample: tuple[np.ndarray, np.ndarray]) -> None:
+    """What the model saw, sent back as a PNG (POST /v1/preprocess), comes back unchanged
+    by the MNIST-style fast path: the same pixels, so the same digit."""
+    uploads = every_synthetic_upload(*mnist_sample)
+    assert len({kind for kind, _ in uploads}) >= 40
+    for kind, data in uploads:
+        seen = np.round(preprocess_image(data)).astype(np.uint8)
+        assert is_mnist_style(seen), kind
+        again = preprocess_image(encode(seen))
+        assert np.array_equal(again, seen.astype(np.float32)), kind
+
+
 def test_mnist_digits_pass_through_unchanged(mnist_sample: tuple[np.ndarray, np.ndarray]) -> None:
     images = mnist_sample[0][:300]
     out = np.stack([preprocess_image(encode(digit)) for digit in images])
@@ -258,6 +288,29 @@ def test_blank_images_are_rejected_not_guessed() -> None:
     ):
         with pytest.raises(InvalidImage, match="the image is blank: no digit found"):
             preprocess_image(data)
+
+
+def test_faint_and_low_contrast_digits_are_not_blank(
+    mnist_sample: tuple[np.ndarray, np.ndarray],
+) -> None:
+    """Blank means no stroke found, never "low contrast": what a person can read is kept.
+
+    A small, blurry phone crop of a blue ballpoint 8 on grey paper (the ink ~119 grey
+    levels from the paper) was refused as blank; so were faint pencil digits.
+    """
+    eight = mnist_sample[0][np.flatnonzero(mnist_sample[1] == 8)[0]]
+    grey_paper, blue_pen = (150, 150, 155), (40, 45, 120)
+    grainy = page(eight, size=60, scale=0.9, paper=grey_paper, ink=blue_pen, noise=25, light=0.3)
+    shaded = page(eight, size=60, scale=0.8, paper=grey_paper, ink=blue_pen, noise=14, light=0.5)
+    for data in [  # the first two were refused as blank ("only 96 / 82 grey levels")
+        encode(grainy.filter(ImageFilter.GaussianBlur(1.2)), "JPEG", quality=80),
+        encode(shaded, "JPEG", quality=80),
+        encode(page(eight, paper=(200, 195, 185), ink=(170, 165, 160), noise=2.0)),
+        encode(page(eight, paper=(235, 235, 235), ink=(205, 205, 205)), "JPEG"),
+    ]:
+        out = preprocess_image(data)
+        check_mnist_style(out)
+        assert similarity(out, eight) > 0.7
 
 
 @pytest.mark.parametrize(

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
+from evaluation import field
+from evaluation.field import KINDS, FieldSample, render_field_set, score
 from service.preprocess import preprocess_image, sniff_image_format
-from training import field
-from training.field import KINDS, FieldSample, render_field_set, score
 
 MODELS = Path(__file__).resolve().parents[2] / "models"
 PER_KIND = 4

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from evaluation import field
 from service.model_card import read_card, sha256_of
 from training import __main__ as cli
 from training import pipeline
@@ -191,3 +192,51 @@ def test_cli_quick_run_ships_a_servable_version(
         "misclassified.png",
     }
     assert (tmp_path / "runs" / "member0.pt").is_file()
+
+
+def test_temperature_lives_in_the_exported_softmax(tmp_path: Path, trained: TrainResult) -> None:
+    pixels = np.random.default_rng(0).integers(0, 256, (64, 784)).astype(np.float32)
+    path = export_onnx(trained.model, tmp_path / "model.onnx", temperature=2.0)
+    assert check_parity(trained.model, path, pixels, temperature=2.0) < 1e-4
+    probabilities, logits = onnx_predict(path, pixels)
+    scaled = np.exp(logits / 2.0 - (logits / 2.0).max(axis=1, keepdims=True))
+    np.testing.assert_allclose(probabilities, scaled / scaled.sum(axis=1, keepdims=True), atol=1e-5)
+
+
+def test_cli_records_calibration_and_re_exports_a_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sample: tuple[np.ndarray, np.ndarray]
+) -> None:
+    images, labels = sample
+
+    def fake_load(split: str, data_dir: Path | None = None) -> tuple[np.ndarray, np.ndarray]:
+        return (np.tile(images, (3, 1, 1)), np.tile(labels, 3)) if split == "train" else sample
+
+    monkeypatch.setattr(pipeline, "load_mnist", fake_load)
+    monkeypatch.setattr(field, "held_out_digits", lambda split, data_dir: sample)
+    common = ["--no-progress", "--no-benchmark", "--no-int8", "--threads", "1"]
+    first, second = tmp_path / "mnist-mlp" / "1", tmp_path / "mnist-mlp" / "2"
+    run_dir = str(tmp_path / "runs")
+    kinds = str(len(field.KINDS))
+    cli.main(["--quick", "--out", str(first), "--run-dir", run_dir, "--field-n", kinds, *common])
+    card = read_card(first)
+    extra = card.model_extra or {}
+    calibration, uncertainty = extra["calibration"], extra["uncertainty"]
+    assert calibration["temperature"] > 0
+    assert set(calibration["ece"]) == {"field_val", "field_test", "mnist_val", "mnist_test"}
+    assert all(set(v) == {"before", "after"} for v in calibration["ece"].values())
+    assert 0.0 < uncertainty["min_probability"] <= 1.0
+    assert set(uncertainty["effect"]) == {"field_val", "field_test", "mnist_test"}
+    assert card.metrics["field_benchmark"]["n"] == len(field.KINDS)
+
+    # the same checkpoints, exported again: no training, the same graph, the first command
+    again_args = ["--from-run", run_dir, "--out", str(second), "--val-size", "1000"]
+    cli.main([*again_args, "--field-n", kinds, *common])
+    again = read_card(second)
+    assert again.training["command"] == card.training["command"]
+    assert again.training["command"].startswith("python -m training --quick")
+    pixels = images[:50].reshape(50, 784).astype(np.float32)
+    np.testing.assert_allclose(
+        onnx_predict(second / "model.onnx", pixels)[1],
+        onnx_predict(first / "model.onnx", pixels)[1],
+        atol=1e-5,
+    )
