@@ -165,7 +165,7 @@ class Settings(BaseSettings):
         le=1,
         description="An answer is marked uncertain when its top probability is under this",
         json_schema_extra={
-            "default_text": "the model card's calibration.uncertain_below, else "
+            "default_text": "the model card's uncertainty.min_probability, else "
             f"{DEFAULT_UNCERTAIN_BELOW:g}"
         },
     )
@@ -175,8 +175,8 @@ class Settings(BaseSettings):
         le=1,
         description="... or when the top two probabilities are closer than this",
         json_schema_extra={
-            "default_text": "the model card's calibration.uncertain_margin, else "
-            f"{DEFAULT_UNCERTAIN_MARGIN:g}"
+            "default_text": "the model card's uncertainty.min_margin (0 when its rule has "
+            f"none), else {DEFAULT_UNCERTAIN_MARGIN:g}"
         },
     )
     log_level: str = Field("info", description="Python log level of the JSON logs")

@@ -8,10 +8,11 @@ right answers (`python -m evaluation.uncertainty` measures both; docs in the
 README, "Uncertain answers").
 
 Each threshold comes from, first match wins: the setting
-(`MNIST_UNCERTAIN_BELOW`, `MNIST_UNCERTAIN_MARGIN`), the model card's
-`calibration.uncertain_below` / `calibration.uncertain_margin` (written by
-training for that model), or the defaults below, calibrated for the shipped
-model (`service.config`). Knows nothing of HTTP.
+(`MNIST_UNCERTAIN_BELOW`, `MNIST_UNCERTAIN_MARGIN`), the model card's rule
+(`uncertainty.min_probability` and, when training fitted one,
+`uncertainty.min_margin`; written by `training.calibrate` for that model, a
+card rule without a margin uses the top probability alone), or the defaults in
+`service.config`. Knows nothing of HTTP.
 """
 
 from __future__ import annotations
@@ -25,9 +26,9 @@ from service.config import DEFAULT_UNCERTAIN_BELOW as DEFAULT_BELOW
 from service.config import DEFAULT_UNCERTAIN_MARGIN as DEFAULT_MARGIN
 from service.model_card import ModelCard
 
-CARD_SECTION = "calibration"
-CARD_BELOW = "uncertain_below"
-CARD_MARGIN = "uncertain_margin"
+CARD_SECTION = "uncertainty"
+CARD_BELOW = "min_probability"
+CARD_MARGIN = "min_margin"
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,8 @@ class UncertaintyRule:
 
 
 def card_recommendation(card: ModelCard) -> tuple[float | None, float | None]:
-    """The card's `calibration.uncertain_below` and `.uncertain_margin`, when present."""
+    """The card's rule as (below, margin), when it has a valid one; a rule fitted on
+    the top probability alone has no margin (0)."""
     section: Any = (card.model_extra or {}).get(CARD_SECTION)
     if not isinstance(section, dict):
         return None, None
@@ -59,7 +61,11 @@ def card_recommendation(card: ModelCard) -> tuple[float | None, float | None]:
             return float(value)
         return None
 
-    return number(CARD_BELOW), number(CARD_MARGIN)
+    below = number(CARD_BELOW)
+    if below is None:
+        return None, None
+    margin = number(CARD_MARGIN) if CARD_MARGIN in section else 0.0
+    return below, margin
 
 
 class UncertaintyPolicy:

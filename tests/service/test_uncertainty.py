@@ -26,9 +26,12 @@ def probabilities(*rows: dict[int, float]) -> np.ndarray:
     return array
 
 
-def card_with(calibration: object) -> ModelCard:
+def card_with(rule: object) -> ModelCard:
+    """The shipped card with `rule` as its `uncertainty` section (None: no rule at all)."""
     data = read_card(SHIPPED).model_dump()
-    data["calibration"] = calibration
+    data.pop("uncertainty", None)
+    if rule is not None:
+        data["uncertainty"] = rule
     return ModelCard.model_validate(data)
 
 
@@ -47,8 +50,8 @@ def test_low_top_probability_or_close_top_two_is_uncertain() -> None:
 
 
 def test_settings_win_then_the_card_then_the_defaults() -> None:
-    recommending = card_with({"temperature": 1.2, "uncertain_below": 0.7, "uncertain_margin": 0.2})
-    silent = read_card(SHIPPED)
+    recommending = card_with({"min_probability": 0.7, "min_margin": 0.2})
+    silent = card_with(None)
 
     card_rule = UncertaintyPolicy(None, None).rule(recommending)
     assert (card_rule.below, card_rule.margin, card_rule.source) == (0.7, 0.2, "model card")
@@ -64,12 +67,17 @@ def test_settings_win_then_the_card_then_the_defaults() -> None:
     )
 
 
+def test_a_card_rule_on_the_top_probability_alone_has_no_margin() -> None:
+    rule = UncertaintyPolicy(None, None).rule(card_with({"min_probability": 0.82}))
+    assert (rule.below, rule.margin, rule.source) == (0.82, 0.0, "model card")
+
+
 @pytest.mark.parametrize(
-    "calibration", ["0.7", {"uncertain_below": "high"}, {"uncertain_below": 3.0}, [0.7]]
+    "rule", ["0.7", {"min_probability": "high"}, {"min_probability": 3.0}, [0.7], {}]
 )
-def test_a_malformed_card_recommendation_is_ignored(calibration: object) -> None:
-    rule = UncertaintyPolicy(None, None).rule(card_with(calibration))
-    assert (rule.below, rule.source) == (DEFAULT_UNCERTAIN_BELOW, "default")
+def test_a_malformed_card_recommendation_is_ignored(rule: object) -> None:
+    policy = UncertaintyPolicy(None, None).rule(card_with(rule))
+    assert (policy.below, policy.source) == (DEFAULT_UNCERTAIN_BELOW, "default")
 
 
 def test_thresholds_are_bounded_settings(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -121,10 +129,11 @@ def test_the_flag_follows_the_rule_the_models_endpoint_reports(
     assert True in flags and False in flags  # the blends exercise both sides
 
 
-def test_the_shipped_default_is_what_the_models_endpoint_reports(client: TestClient) -> None:
-    (model,) = client.get("/v1/models").json()["models"]
-    assert model["uncertain_rule"]["below"] == DEFAULT_UNCERTAIN_BELOW
-    assert model["uncertain_rule"]["margin"] == DEFAULT_UNCERTAIN_MARGIN
+def test_the_models_endpoint_reports_the_rule_in_use(client: TestClient) -> None:
+    for model in client.get("/v1/models").json()["models"]:
+        card = read_card(MODELS / "mnist-mlp" / str(model["version"]))
+        expected = UncertaintyPolicy(None, None).rule(card)
+        assert model["uncertain_rule"] == expected.describe()
 
 
 def test_the_calibration_picks_the_best_rule_within_its_budget() -> None:
