@@ -14,7 +14,7 @@ from dataclasses import replace
 import numpy as np
 
 from service.errors import InvalidImage
-from service.preprocess.components import find_digit
+from service.preprocess.components import Digit, find_digit
 from service.preprocess.constants import FloatImage
 from service.preprocess.ink import analysis_copy, clean_ink, find_ink
 from service.preprocess.mask import bridge, ink_threshold, long_lines, ruled_lines
@@ -30,22 +30,30 @@ BLANK = (
 def normalise(work: np.ndarray) -> FloatImage:
     """Any decoded image (uint8, grey or RGB) -> MNIST-style 28x28 float32, 0..255."""
     small, _ = analysis_copy(work)
-    ink, signal = clean_ink(small) or find_ink(small)
+    drawn = clean_ink(small)  # a drawing on a flat canvas: no light, noise, ruling or desk
+    ink, signal = drawn or find_ink(small)
     mask = signal > ink_threshold(signal, ink.sigma)
     if ink.page is not None:
         mask &= ink.page
     digit = find_digit(mask, signal)
-    lines = long_lines(mask)
-    if lines[0].any() or lines[1].any():  # a ruled page or a fold; the digit may sit on one
-        without = find_digit(mask & ~(lines[0] | lines[1]), signal)
-        ruled = ruled_lines(lines, without.box) if without is not None else None
-        if ruled is not None and ruled.any():
-            digit = find_digit(mask & ~ruled, signal)
-            if digit is not None:
-                digit = replace(digit, mask=bridge(digit.mask, ruled))
+    if drawn is None:  # ruled paper and folds belong to photographed pages, not canvases
+        digit = off_the_lines(mask, signal, digit)
     if digit is None:
         raise InvalidImage(BLANK)
     cut = trim(cut_digit(work, small.shape[:2], digit, ink))
     if not cut.any():
         raise InvalidImage(BLANK)
     return centre(trim(even_strokes(cut)))
+
+
+def off_the_lines(mask: np.ndarray, signal: FloatImage, digit: Digit | None) -> Digit | None:
+    """The digit without the ruled lines or folds it sits on, strokes they cut rejoined."""
+    lines = long_lines(mask)
+    if not (lines[0].any() or lines[1].any()):
+        return digit
+    without = find_digit(mask & ~(lines[0] | lines[1]), signal)
+    ruled = ruled_lines(lines, without.box) if without is not None else None
+    if ruled is None or not ruled.any():
+        return digit
+    digit = find_digit(mask & ~ruled, signal)
+    return replace(digit, mask=bridge(digit.mask, ruled)) if digit is not None else None
