@@ -123,6 +123,20 @@ def is_grey_palette(image: Image.Image) -> bool:
     return bool((palette.max(axis=1) == palette.min(axis=1)).all())
 
 
+def without_alpha(pixels: np.ndarray) -> np.ndarray:
+    """(H, W, 2) or (H, W, 4) uint8 -> contiguous grey or RGB without the alpha channel.
+
+    One channel at a time: numpy copies a 3-of-4-channel slice in one go eight
+    times slower (a 280x280 canvas: ~100 vs ~830 µs).
+    """
+    if pixels.shape[2] == 2:
+        return np.ascontiguousarray(pixels[..., 0])
+    colour = np.empty((*pixels.shape[:2], 3), dtype=np.uint8)
+    for channel in range(3):
+        colour[..., channel] = pixels[..., channel]
+    return colour
+
+
 def as_rgb(array: np.ndarray) -> np.ndarray:
     return array if array.ndim == 3 else np.repeat(array[..., None], 3, axis=2)
 
@@ -138,14 +152,13 @@ def flatten_alpha(pixels: np.ndarray) -> np.ndarray:
     transparent margins) the transparent part is filled with the photo's own paper.
     """
     alpha = pixels[..., -1]
-    # (fancy indexing: numpy copies a strided 3-of-4-channel slice several times slower)
-    colour = pixels[..., 0] if pixels.shape[2] == 2 else pixels[..., [0, 1, 2]]
     if int(alpha.min()) > 250:  # opaque after all (the draw-a-digit page's sheet)
-        return np.ascontiguousarray(colour)
+        return without_alpha(pixels)
+    colour = pixels[..., 0] if pixels.shape[2] == 2 else pixels[..., :3]
     opaque = alpha > 127
     if opaque.mean() < 0.5:  # strokes on a transparent sheet: ink = opacity
         return np.ascontiguousarray(alpha)
-    grey = colour if colour.ndim == 2 else np.asarray(Image.fromarray(colour).convert("L"))
+    grey = colour if colour.ndim == 2 else np.asarray(Image.fromarray(pixels, "RGBA").convert("L"))
     shown = grey[opaque]
     if shown.size == 0 or float(shown.std()) < 20.0:  # one flat colour: ink = opacity too
         return np.ascontiguousarray(alpha)
