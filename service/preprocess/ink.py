@@ -225,7 +225,7 @@ def same_colour(pixels: np.ndarray, colour: np.ndarray) -> np.ndarray:
     same = pixels[..., 0] == colour[0]
     for channel in range(1, pixels.shape[2]):
         same &= pixels[..., channel] == colour[channel]
-    return same
+    return np.asarray(same)
 
 
 def ink_direction(offsets: np.ndarray) -> FloatImage:
