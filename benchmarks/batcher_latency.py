@@ -18,16 +18,14 @@ import statistics
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 
 import numpy as np
 import orjson
 
+from benchmarks.server import SERVED_VERSION_DIR
 from evaluation.samples import load_digits
 from service.batching import MicroBatcher
 from service.model import OnnxModel
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def percentiles(samples: list[float]) -> dict[str, float]:
@@ -42,7 +40,7 @@ def percentiles(samples: list[float]) -> dict[str, float]:
 async def measure(
     requests: int, rounds: int, delays_ms: list[float], threads: int
 ) -> dict[str, object]:
-    model = OnnxModel(ROOT / "models" / "mnist-mlp" / "1", intra_op_threads=threads)
+    model = OnnxModel(SERVED_VERSION_DIR, intra_op_threads=threads)
     model.warm_up(64)
     digits, _ = load_digits()
     rows = [d.reshape(1, 784).astype(np.float32) for d in digits[:256]]

@@ -21,9 +21,9 @@ import numpy as np
 import onnxruntime as ort
 import orjson
 
+from benchmarks.server import SERVED_VERSION_DIR
 from evaluation.samples import load_digits
 
-ROOT = Path(__file__).resolve().parents[1]
 BATCHES = (1, 8, 32, 64, 128, 512)
 
 
@@ -67,7 +67,7 @@ def measure(run: Any, batch: np.ndarray, seconds: float, reps: int) -> dict[str,
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--version-dir", type=Path, default=ROOT / "models" / "mnist-mlp" / "1")
+    parser.add_argument("--version-dir", type=Path, default=SERVED_VERSION_DIR)
     parser.add_argument("--variant", default="fp32", help="fp32 (model.onnx) or a card variant")
     parser.add_argument("--threads", type=int, default=1, help="ORT intra-op threads")
     parser.add_argument("--spinning", action="store_true", help="Let ORT threads spin-wait")

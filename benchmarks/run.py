@@ -43,14 +43,21 @@ import httpx
 import orjson
 
 from benchmarks.bodies import BATCH, BodySet, write_bodies
-from benchmarks.server import ROOT, Server, histogram_delta, start_server, stop_servers_on_sigterm
+from benchmarks.server import (
+    ROOT,
+    SERVED_VERSION_DIR,
+    Server,
+    histogram_delta,
+    start_server,
+    stop_servers_on_sigterm,
+)
 from benchmarks.wrk import WrkResult, run_wrk
 from service.model import verify_model_files
 
 SERVER_CPU, CLIENT_CPU = "1", "0"
 CONCURRENCY = (1, 32, 128)
 METRICS = ("rps", "per_cpu_s", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "mean_ms", "errors")
-MODEL_DIR = ROOT / "models" / "mnist-mlp" / "1"
+MODEL_DIR = SERVED_VERSION_DIR
 V2_PATH = "/v2/models/mnist-mlp/infer"
 UVICORN = ["{python}", "-m", "uvicorn", "--port", "{port}", "--log-level", "warning"]
 

@@ -17,11 +17,17 @@ import httpx
 import psutil
 
 from evaluation.live_server import free_port
+from service.model import resolve_version_dir
 
 ROOT = Path(__file__).resolve().parents[1]
+# the newest version in the repository: what mnist-serve serves by default
+SERVED_VERSION_DIR = resolve_version_dir(ROOT / "models", "mnist-mlp", None)
 READY_TIMEOUT_S = 60.0
-_BUCKET = re.compile(r'^mnist_batch_size_rows_bucket\{le="([^"]+)"\} ([0-9.e+]+)$', re.M)
-_TOTALS = re.compile(r"^mnist_batch_size_rows_(sum|count) ([0-9.e+]+)$", re.M)
+# (any labels besides `le`, e.g. the model version; one version is served in benchmarks)
+_BUCKET = re.compile(
+    r'^mnist_batch_size_rows_bucket\{(?:[^}]*,)?le="([^"]+)"[^}]*\} ([0-9.e+]+)$', re.M
+)
+_TOTALS = re.compile(r"^mnist_batch_size_rows_(sum|count)(?:\{[^}]*\})? ([0-9.e+]+)$", re.M)
 SUM, COUNT = -1.0, -2.0  # keys of the histogram's _sum and _count in `batch_histogram`
 
 

@@ -3,7 +3,7 @@
 FastAPI, one `session.run` per request, Pillow resize to 28x28, orjson answer;
 no batching, no preprocessing beyond the resize, no metrics, no limits.
 
-    MODEL=models/mnist-mlp/1/model.int8.onnx uvicorn benchmarks.baselines.plain_fastapi:app
+    MODEL=models/mnist-mlp/2/model.int8.onnx uvicorn benchmarks.baselines.plain_fastapi:app
 """
 
 import io

@@ -1,7 +1,7 @@
 """The floor: a raw ASGI app on uvicorn, no framework (read the body, Pillow decode,
 one `session.run`, orjson). What Python can do per request on this machine.
 
-    MODEL=models/mnist-mlp/1/model.int8.onnx uvicorn benchmarks.baselines.raw_asgi:app
+    MODEL=models/mnist-mlp/2/model.int8.onnx uvicorn benchmarks.baselines.raw_asgi:app
 """
 
 import io
