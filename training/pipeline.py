@@ -149,6 +149,14 @@ def calibrate(
     else:
         logits, labels = torch_logits(model, mnist_val[0]), mnist_val[1].astype(np.int64)
         source = f"MNIST validation digits ({len(labels)})"
+    return calibration_record(logits, labels, source)
+
+
+def calibration_record(
+    logits: np.ndarray, labels: np.ndarray, source: str
+) -> tuple[float, dict[str, Any]]:
+    """The temperature fitted on these validation logits, and the card's `calibration` section
+    (ECE on them before and after; `source` says what they are)."""
     temperature = fit_temperature(logits, labels)
     before = expected_calibration_error(softmax(logits), labels)
     after = expected_calibration_error(softmax(logits / temperature), labels)
@@ -168,6 +176,135 @@ def ece_before_after(
         "before": round(expected_calibration_error(softmax(logits), labels), 5),
         "after": round(expected_calibration_error(softmax(logits / temperature), labels), 5),
     }
+
+
+@dataclass
+class Measured:
+    """What `measure` found: the card's metrics, calibration and uncertain rule."""
+
+    metrics: dict[str, Any]
+    int8_metrics: dict[str, Any] | None
+    calibration: dict[str, Any]
+    uncertainty: dict[str, Any]  # empty without field benchmark renders
+
+
+def measure(
+    onnx_path: Path,
+    int8_path: Path | None,
+    *,
+    temperature: float,
+    calibration: dict[str, Any],
+    mnist_val: tuple[np.ndarray, np.ndarray],
+    mnist_test: tuple[np.ndarray, np.ndarray],
+    field_val: FieldSplit | None,
+    field_test: FieldSplit | None,
+    real_set: Path | None,
+    report_dir: Path,
+    history: list[dict[str, Any]],
+    log: Callable[[str], None] = print,
+) -> Measured:
+    """Score the exported files (fp32 and int8) for the card and draw the report pictures.
+
+    MNIST validation and test, the field benchmark's val and test renders and the
+    real set (when given) through onnxruntime; ECE before/after `temperature` on
+    each (fp32 logits); the uncertain rule chosen on the field validation renders
+    and its effect elsewhere. Adds to `calibration` (the `calibrate` record).
+    """
+    val_images, val_labels = mnist_val
+    test_images, test_labels = mnist_test
+    val_probs, val_logits = onnx_predict(onnx_path, val_images)
+    val_acc = float((val_probs.argmax(1) == val_labels).mean())
+    probs, test_logits = onnx_predict(onnx_path, test_images)
+    predictions = probs.argmax(1)
+    report = classification_report(test_labels, predictions)
+    log(format_table(report))
+    calibration["ece"]["mnist_val"] = ece_before_after(val_logits, val_labels, temperature)
+    calibration["ece"]["mnist_test"] = ece_before_after(test_logits, test_labels, temperature)
+
+    write_report(report_dir / "mnist_test.json", report)
+    if history:  # epochs of the run that made the weights
+        plots.learning_curves(history, report_dir / "learning_curves.png")
+    cm_path = report_dir / "confusion_matrix.png"
+    plots.confusion_plot(report["confusion_matrix"], cm_path, "MNIST test")
+    plots.misclassified_grid(
+        test_images, test_labels, predictions, probs.max(1), report_dir / "misclassified.png"
+    )
+
+    metrics: dict[str, Any] = {"mnist_test": summary(report), "mnist_val": {"accuracy": val_acc}}
+    int8_metrics: dict[str, Any] | None = None
+    if int8_path is not None:
+        int8_probs, _ = onnx_predict(int8_path, test_images)
+        int8_report = classification_report(test_labels, int8_probs.argmax(1))
+        int8_metrics = {"mnist_test": summary(int8_report)}
+        log(
+            f"int8: test accuracy {int8_metrics['mnist_test']['accuracy']:.4f}, "
+            f"{int8_path.stat().st_size / 1e6:.2f} MB"
+        )
+
+    paths = [onnx_path] if int8_path is None else [onnx_path, int8_path]
+    uncertainty: dict[str, Any] = {}
+    for data in (field_val, field_test):
+        if data is None:
+            continue
+        key = "field_benchmark" if data.split == "test" else "field_benchmark_val"
+        scored = []
+        for path in paths:
+            path_probs, path_logits = onnx_predict(path, data.rows)
+            scored.append(field_metrics(data, path_probs))
+            if path == onnx_path:
+                ok_labels = data.labels[data.ok]
+                calibration["ece"][f"field_{data.split}"] = ece_before_after(
+                    path_logits[data.ok], ok_labels, temperature
+                )
+                if data.split == "val":  # the rule is chosen on validation data only
+                    uncertainty = uncertainty_rule(
+                        path_probs[data.ok], ok_labels, target_accuracy=UNCERTAIN_TARGET_ACCURACY
+                    )
+                    uncertainty = {
+                        "rule": "uncertain when the top probability < min_probability",
+                        "min_probability": uncertainty.pop("min_probability"),
+                        "target_accuracy": UNCERTAIN_TARGET_ACCURACY,
+                        "fitted_on": "field_val",
+                        "effect": {"field_val": uncertainty},
+                    }
+                else:
+                    uncertainty["effect"]["field_test"] = rule_effect(
+                        path_probs[data.ok], ok_labels, uncertainty["min_probability"]
+                    )
+        metrics[key] = scored[0]
+        if int8_metrics is not None:
+            int8_metrics[key] = scored[1]
+        pairs = zip(paths, scored, strict=True)
+        accuracies = ", ".join(f"{p.name} {r['accuracy']:.4f}" for p, r in pairs)
+        log(f"field benchmark ({data.split}, n={len(data.samples)}): {accuracies}")
+    if uncertainty:
+        effect = rule_effect(probs, test_labels, uncertainty["min_probability"])
+        uncertainty["effect"]["mnist_test"] = effect
+    if real_set is not None:  # people's photos and drawings (evaluation/realset)
+        real = RealSet.load(real_set)
+        scored = []
+        for path in paths:
+            path_probs, path_logits = onnx_predict(path, real.rows)
+            scored.append(real.metrics(path_probs))
+            if path == onnx_path:
+                calibration["ece"]["real_set"] = ece_before_after(
+                    path_logits[real.ok], real.labels[real.ok], temperature
+                )
+                if uncertainty:
+                    uncertainty["effect"]["real_set"] = rule_effect(
+                        path_probs[real.ok], real.labels[real.ok], uncertainty["min_probability"]
+                    )
+        metrics["real_set"] = scored[0]
+        if int8_metrics is not None:
+            int8_metrics["real_set"] = scored[1]
+        log(
+            f"real set (n={real.labels.size}): {scored[0]['accuracy']:.4f} {scored[0]['per_style']}"
+        )
+    if uncertainty:
+        log(f"uncertain below p={uncertainty['min_probability']}: {uncertainty['effect']}")
+    log(f"calibration: {calibration['ece']}")
+
+    return Measured(metrics, int8_metrics, calibration, uncertainty)
 
 
 def run(config: TrainConfig, options: RunOptions, log: Callable[[str], None] = print) -> Path:
@@ -220,104 +357,27 @@ def run(config: TrainConfig, options: RunOptions, log: Callable[[str], None] = p
     size_mb = onnx_path.stat().st_size / 1e6
     log(f"exported {onnx_path} ({size_mb:.2f} MB); parity max diff {parity:.2e}")
 
-    val_probs, val_logits = onnx_predict(onnx_path, images[val_idx])
-    val_acc = float((val_probs.argmax(1) == labels[val_idx]).mean())
-    probs, test_logits = onnx_predict(onnx_path, test_images)
-    predictions = probs.argmax(1)
-    report = classification_report(test_labels, predictions)
-    log(format_table(report))
-    calibration["ece"]["mnist_val"] = ece_before_after(val_logits, labels[val_idx], temperature)
-    calibration["ece"]["mnist_test"] = ece_before_after(test_logits, test_labels, temperature)
-
-    report_dir = out / "report"
-    write_report(report_dir / "mnist_test.json", report)
-    history = [asdict(h) for h in results[0].history]
-    plots.learning_curves(history, report_dir / "learning_curves.png")
-    cm_path = report_dir / "confusion_matrix.png"
-    plots.confusion_plot(report["confusion_matrix"], cm_path, "MNIST test")
-    plots.misclassified_grid(
-        test_images, test_labels, predictions, probs.max(1), report_dir / "misclassified.png"
-    )
-
-    metrics: dict[str, Any] = {"mnist_test": summary(report), "mnist_val": {"accuracy": val_acc}}
     int8_path = quantize_int8(onnx_path, out / "model.int8.onnx") if options.int8 else None
-    int8_metrics: dict[str, Any] | None = None
-    if int8_path is not None:
-        int8_probs, _ = onnx_predict(int8_path, test_images)
-        int8_report = classification_report(test_labels, int8_probs.argmax(1))
-        int8_metrics = {"mnist_test": summary(int8_report)}
-        log(
-            f"int8: test accuracy {int8_metrics['mnist_test']['accuracy']:.4f}, "
-            f"{int8_path.stat().st_size / 1e6:.2f} MB"
-        )
-
     paths = [onnx_path] if int8_path is None else [onnx_path, int8_path]
-    uncertainty: dict[str, Any] = {}
-    for data in (field_val, field_test):
-        if data is None:
-            continue
-        key = "field_benchmark" if data.split == "test" else "field_benchmark_val"
-        scored = []
-        for path in paths:
-            path_probs, path_logits = onnx_predict(path, data.rows)
-            scored.append(field_metrics(data, path_probs))
-            if path == onnx_path:
-                ok_labels = data.labels[data.ok]
-                calibration["ece"][f"field_{data.split}"] = ece_before_after(
-                    path_logits[data.ok], ok_labels, temperature
-                )
-                if data.split == "val":  # the rule is chosen on validation data only
-                    uncertainty = uncertainty_rule(
-                        path_probs[data.ok], ok_labels, target_accuracy=UNCERTAIN_TARGET_ACCURACY
-                    )
-                    uncertainty = {
-                        "rule": "uncertain when the top probability < min_probability",
-                        "min_probability": uncertainty.pop("min_probability"),
-                        "target_accuracy": UNCERTAIN_TARGET_ACCURACY,
-                        "fitted_on": "field_val",
-                        "effect": {"field_val": uncertainty},
-                    }
-                else:
-                    uncertainty["effect"]["field_test"] = rule_effect(
-                        path_probs[data.ok], ok_labels, uncertainty["min_probability"]
-                    )
-        metrics[key] = scored[0]
-        if int8_metrics is not None:
-            int8_metrics[key] = scored[1]
-        pairs = zip(paths, scored, strict=True)
-        accuracies = ", ".join(f"{p.name} {r['accuracy']:.4f}" for p, r in pairs)
-        log(f"field benchmark ({data.split}, n={options.field_n}): {accuracies}")
-    if uncertainty:
-        effect = rule_effect(probs, test_labels, uncertainty["min_probability"])
-        uncertainty["effect"]["mnist_test"] = effect
-    if options.real_set is not None:  # people's photos and drawings (evaluation/realset)
-        real = RealSet.load(options.real_set)
-        scored = []
-        for path in paths:
-            path_probs, path_logits = onnx_predict(path, real.rows)
-            scored.append(real.metrics(path_probs))
-            if path == onnx_path:
-                calibration["ece"]["real_set"] = ece_before_after(
-                    path_logits[real.ok], real.labels[real.ok], temperature
-                )
-                if uncertainty:
-                    uncertainty["effect"]["real_set"] = rule_effect(
-                        path_probs[real.ok], real.labels[real.ok], uncertainty["min_probability"]
-                    )
-        metrics["real_set"] = scored[0]
-        if int8_metrics is not None:
-            int8_metrics["real_set"] = scored[1]
-        log(
-            f"real set (n={real.labels.size}): {scored[0]['accuracy']:.4f} {scored[0]['per_style']}"
-        )
-    if uncertainty:
-        log(f"uncertain below p={uncertainty['min_probability']}: {uncertainty['effect']}")
-    log(f"calibration: {calibration['ece']}")
+    measured = measure(
+        onnx_path,
+        int8_path,
+        temperature=temperature,
+        calibration=calibration,
+        mnist_val=mnist_val,
+        mnist_test=(test_images, test_labels),
+        field_val=field_val,
+        field_test=field_test,
+        real_set=options.real_set,
+        report_dir=out / "report",
+        history=[asdict(h) for h in results[0].history],
+        log=log,
+    )
 
     card = build_card(
         out,
         description=_describe(config, options.members),
-        metrics=metrics,
+        metrics=measured.metrics,
         training={
             "config": asdict(config),
             "members": options.members,
@@ -343,11 +403,11 @@ def run(config: TrainConfig, options: RunOptions, log: Callable[[str], None] = p
             "val_split": {"size": options.val_size, "seed": 0},
             "test_images": len(test_labels),
         },
-        int8_metrics=int8_metrics,
+        int8_metrics=measured.int8_metrics,
         extra={
-            "calibration": calibration,
-            **({"uncertainty": uncertainty} if uncertainty else {}),
-            **({"benchmark": _throughput(paths, log)} if options.benchmark else {}),
+            "calibration": measured.calibration,
+            **({"uncertainty": measured.uncertainty} if measured.uncertainty else {}),
+            **({"benchmark": throughput(paths, log)} if options.benchmark else {}),
         },
     )
     card_path = save_card(out, card)
@@ -355,7 +415,7 @@ def run(config: TrainConfig, options: RunOptions, log: Callable[[str], None] = p
     return card_path
 
 
-def _throughput(paths: list[Path], log: Callable[[str], None]) -> dict[str, Any]:
+def throughput(paths: list[Path], log: Callable[[str], None]) -> dict[str, Any]:
     table = benchmark(paths)
     for name, row in table.items():
         log(f"onnxruntime {name}: " + ", ".join(f"{k} {v:,.0f}/s" for k, v in row.items()))
