@@ -15,9 +15,17 @@ from PIL import Image
 from evaluation.samples import load_sample
 from service.app import create_app
 from service.config import Settings
+from service.model import list_versions
+from service.versions import VersionPolicy
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ROOT / "models"
+MODEL_NAME = "mnist-mlp"
+# The version the shipped repository serves by default (the `latest` policy picks the
+# newest): derived from the repository, so adding a version or replacing one's files
+# changes no test. Tests about a particular version build their own repositories.
+(SERVED_VERSION,) = VersionPolicy.latest().select(list_versions(MODELS, MODEL_NAME))
+SERVED_MODEL = MODELS / MODEL_NAME / str(SERVED_VERSION)
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -23,7 +23,7 @@ import pytest
 
 from evaluation.live_server import free_port, wait_until_ready
 from evaluation.samples import SEVEN_PNG
-from tests.conftest import ROOT
+from tests.conftest import MODEL_NAME, ROOT, SERVED_MODEL, SERVED_VERSION
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -36,7 +36,8 @@ SOURCES = [
     "training",
     "models",
 ]
-CARD = json.loads((ROOT / "models" / "mnist-mlp" / "1" / "model.json").read_text())
+# The card of the version the checkout serves (the newest): the one the wheel must carry.
+CARD = json.loads((SERVED_MODEL / "model.json").read_text())
 
 
 def run(*args: str | Path, cwd: Path, env: dict[str, str] | None = None) -> str:
@@ -100,9 +101,14 @@ def venv(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path
 def test_the_wheel_carries_the_served_model_and_not_the_rest(wheel: Path) -> None:
     names = set(zipfile.ZipFile(wheel).namelist())
     served = CARD["variants"][CARD["serving_variant"]]["file"]
-    folder = "service/model_repository/mnist-mlp/1"
+    folder = f"service/model_repository/{MODEL_NAME}/{SERVED_VERSION}"
     assert {f"{folder}/model.json", f"{folder}/{served}"} <= names
     assert f"{folder}/{CARD['file']}" not in names or served == CARD["file"]  # fp32: 4x size
+    packaged = {name for name in names if name.startswith("service/model_repository/")}
+    assert {name.rsplit("/", 1)[0] for name in packaged} == {folder}  # no older version
+    with zipfile.ZipFile(wheel) as archive:  # the checkout's files, not stale copies
+        for file in ("model.json", served):
+            assert archive.read(f"{folder}/{file}") == (SERVED_MODEL / file).read_bytes(), file
     assert not [name for name in names if "/report/" in name]
     assert "service/static/index.html" in names
 
@@ -135,6 +141,7 @@ def test_installed_mnist_serve_serves_from_any_directory(venv: Path, tmp_path: P
             assert answer.status_code == 200 and answer.json()["digit"] == 7
             (model,) = httpx.get(url + "/v1/models", timeout=10).json()["models"]
             assert model["variant"] == CARD["serving_variant"]
+            assert model["version"] == SERVED_VERSION
             assert "/docs-assets/swagger-ui-bundle.js" in httpx.get(url + "/docs", timeout=10).text
         finally:
             process.terminate()

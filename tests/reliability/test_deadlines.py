@@ -17,6 +17,7 @@ import pytest
 from evaluation.live_server import LiveServer, live_server
 from evaluation.loadgen import build_request
 from evaluation.samples import SEVEN_PNG
+from tests.conftest import SERVED_VERSION
 from tests.reliability.support import Samples, metric, raw_connection, scrape, wait_for_metric
 
 pytestmark = pytest.mark.slow
@@ -49,8 +50,8 @@ def _predict(url: str, headers: dict[str, str] | None = None) -> httpx.Response:
 
 def _batches(samples: Samples) -> tuple[float, float]:
     return (
-        metric(samples, "mnist_batch_size_rows_count", version="1"),
-        metric(samples, "mnist_batch_size_rows_sum", version="1"),
+        metric(samples, "mnist_batch_size_rows_count", version=str(SERVED_VERSION)),
+        metric(samples, "mnist_batch_size_rows_sum", version=str(SERVED_VERSION)),
     )
 
 

@@ -12,7 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from tests.conftest import png_bytes
+from tests.conftest import MODEL_NAME, SERVED_VERSION, png_bytes
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +27,7 @@ def check_prediction(item: dict[str, object], label: int) -> None:
     assert isinstance(probabilities, list) and len(probabilities) == 10
     assert abs(sum(probabilities) - 1) < 1e-4
     assert item["confidence"] == pytest.approx(max(probabilities), abs=1e-6)
-    assert item["model"] == {"name": "mnist-mlp", "version": 1}
+    assert item["model"] == {"name": MODEL_NAME, "version": SERVED_VERSION}
 
 
 def test_predict_accepts_multipart_raw_and_json(

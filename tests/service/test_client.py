@@ -17,7 +17,7 @@ from PIL import Image
 from evaluation.live_server import ROOT, LiveServer, free_port, live_server
 from evaluation.samples import load_sample
 from service.client import ClientError, DigitClient, main
-from tests.conftest import png_bytes
+from tests.conftest import SERVED_VERSION, png_bytes
 
 SAMPLES = range(8)  # MNIST test digits 0..7: labels 7 2 1 0 4 1 4 9
 
@@ -120,7 +120,7 @@ def test_infer_v2(client: DigitClient) -> None:
     outputs = {output["name"]: output for output in answer["outputs"]}
     assert outputs["digit"]["data"] == [label for _, label in batch]
     assert outputs["probabilities"]["shape"] == [len(batch), 10]
-    only = client.infer_v2(pixels[:2], version=1, outputs=["digit"])
+    only = client.infer_v2(pixels[:2], version=SERVED_VERSION, outputs=["digit"])
     assert [output["name"] for output in only["outputs"]] == ["digit"]
     assert client.models()[0]["name"] == "mnist-mlp"
 
@@ -230,7 +230,7 @@ def test_cli_prints_digit_and_confidence(
     assert len(lines) == 3
     for line, (path, label) in zip(lines, images, strict=False):
         assert line.startswith(f"{path}: {label} (confidence ")
-        assert line.endswith("%, model version 1)")  # which version answered
+        assert line.endswith(f"%, model version {SERVED_VERSION})")  # which version answered
 
 
 def test_cli_json_and_stdin(server: LiveServer, images: list[tuple[Path, int]]) -> None:

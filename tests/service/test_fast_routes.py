@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi.testclient import TestClient
 
 from evaluation.samples import SEVEN_PNG
+from tests.conftest import SERVED_VERSION
 
 
 def test_every_endpoint_is_in_the_openapi_document(client: TestClient) -> None:
@@ -17,7 +18,7 @@ def test_every_endpoint_is_in_the_openapi_document(client: TestClient) -> None:
 
 def test_hot_routes_answer_and_are_counted_by_their_template(client: TestClient) -> None:
     answer = client.post(
-        "/v2/models/mnist-mlp/versions/1/infer",
+        f"/v2/models/mnist-mlp/versions/{SERVED_VERSION}/infer",
         json={"inputs": [{"name": "image_u8", "shape": [1, 784], "datatype": "UINT8",
                           "data": [255 if 12 <= i % 28 <= 15 else 0 for i in range(784)]}]},
     )  # fmt: skip

@@ -24,6 +24,7 @@ from schemathesis import checks
 from evaluation.live_server import LiveServer, live_server
 from service.app import create_app
 from service.config import Settings
+from tests.conftest import SERVED_VERSION
 
 # Small limits so that generated bodies reach them; a short deadline so nothing hangs.
 LIMITS = {
@@ -75,7 +76,7 @@ def test_every_operation_conforms_and_never_5xx(
 
 POST_PATHS = [
     path for path, item in APP.openapi()["paths"].items() if "post" in item and "{" not in path
-] + ["/v2/models/mnist-mlp/infer", "/v2/models/mnist-mlp/versions/1/infer"]
+] + ["/v2/models/mnist-mlp/infer", f"/v2/models/mnist-mlp/versions/{SERVED_VERSION}/infer"]
 CONTENT_TYPES = [
     "application/json",
     "image/png",

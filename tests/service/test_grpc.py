@@ -28,7 +28,7 @@ from evaluation.samples import load_sample
 from service.grpc.methods import InferenceStub
 from service.grpc.protocol import grpc_predict_v2_pb2 as pb
 from service.model import OnnxModel, resolve_version_dir
-from tests.conftest import png_bytes
+from tests.conftest import SERVED_VERSION, png_bytes
 
 MODEL = "mnist-mlp"
 COUNT = 16
@@ -62,7 +62,7 @@ def digits() -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def expected(digits: np.ndarray) -> np.ndarray:
-    model = OnnxModel(resolve_version_dir(ROOT / "models", MODEL, None))
+    model = OnnxModel(resolve_version_dir(ROOT / "models", MODEL, SERVED_VERSION))
     return model.predict(digits.reshape(-1, 784).astype(np.float32))
 
 
@@ -74,12 +74,14 @@ def u8_input(images: np.ndarray) -> triton.InferInput:
 
 def test_health_and_metadata(client: triton.InferenceServerClient, server: LiveServer) -> None:
     assert client.is_server_live() and client.is_server_ready()
-    assert client.is_model_ready(MODEL) and client.is_model_ready(MODEL, "1")
+    assert client.is_model_ready(MODEL) and client.is_model_ready(MODEL, str(SERVED_VERSION))
     assert client.get_server_metadata().name == "mnist-serve"
     metadata = client.get_model_metadata(MODEL)
     assert [t.name for t in metadata.inputs] == ["pixels", "image_u8", "image"]
     assert [t.name for t in metadata.outputs] == ["probabilities", "digit"]
-    assert list(metadata.versions) == ["1"] and metadata.platform == "onnxruntime_onnx"
+    assert (
+        list(metadata.versions) == [str(SERVED_VERSION)] and metadata.platform == "onnxruntime_onnx"
+    )
     with grpc.insecure_channel(server.grpc_target) as channel:
         health = health_pb2_grpc.HealthStub(channel)
         for service in ("", "inference.GRPCInferenceService", "liveness"):
@@ -112,7 +114,7 @@ def test_raw_infer_matches_the_onnx_model(
 def test_typed_contents_answer_typed(
     stub: InferenceStub, digits: np.ndarray, expected: np.ndarray
 ) -> None:
-    request = pb.ModelInferRequest(model_name=MODEL, model_version="1")
+    request = pb.ModelInferRequest(model_name=MODEL, model_version=str(SERVED_VERSION))
     tensor = request.inputs.add(name="image_u8", datatype="UINT8", shape=[COUNT, 28, 28])
     tensor.contents.uint_contents.extend(digits.reshape(-1).tolist())
     request.outputs.add(name="digit")

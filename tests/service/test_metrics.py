@@ -29,10 +29,12 @@ from evaluation.live_server import live_server
 from service.app import create_app
 from service.config import Settings
 from service.model import resolve_version_dir
+from tests.conftest import SERVED_VERSION
 
 ROOT = Path(__file__).resolve().parents[2]
 MODELS = ROOT / "models"
 SAMPLE_IMAGES = ROOT / "tests" / "data" / "t10k-sample1000-images-idx3-ubyte.gz"
+SERVED = str(SERVED_VERSION)  # the version label of every prediction metric
 PROBES = ("/healthz", "/readyz", "/metrics", "/v2/health/live", "/v2/health/ready")
 
 Labels = frozenset[tuple[str, str]]
@@ -199,7 +201,8 @@ def test_predictions_by_digit_batch_size_and_queue_wait(client: TestClient) -> N
     answered += [single.json()["digit"] for single in singles]
     for digit, count in Counter(answered).items():
         assert (
-            delta(before, after, "mnist_predictions_total", version="1", digit=str(digit)) == count
+            delta(before, after, "mnist_predictions_total", version=SERVED, digit=str(digit))
+            == count
         )
     assert total(after, "mnist_predictions_total") - total(before, "mnist_predictions_total") == 23
     assert label_values(after, "digit") <= {str(d) for d in range(10)}
@@ -207,14 +210,14 @@ def test_predictions_by_digit_batch_size_and_queue_wait(client: TestClient) -> N
     # One request of 20 rows runs as one ORT call of 20; each single as a call of 1.
     # Every prediction metric names the version that answered.
     rows = "mnist_batch_size_rows"
-    assert delta(before, after, f"{rows}_count", version="1") == 4
-    assert delta(before, after, f"{rows}_sum", version="1") == 23
-    assert delta(before, after, f"{rows}_bucket", version="1", le="1.0") == 3
-    assert delta(before, after, f"{rows}_bucket", version="1", le="16.0") == 3
-    assert delta(before, after, f"{rows}_bucket", version="1", le="32.0") == 4
-    assert delta(before, after, "mnist_inference_duration_seconds_count", version="1") == 4
+    assert delta(before, after, f"{rows}_count", version=SERVED) == 4
+    assert delta(before, after, f"{rows}_sum", version=SERVED) == 23
+    assert delta(before, after, f"{rows}_bucket", version=SERVED, le="1.0") == 3
+    assert delta(before, after, f"{rows}_bucket", version=SERVED, le="16.0") == 3
+    assert delta(before, after, f"{rows}_bucket", version=SERVED, le="32.0") == 4
+    assert delta(before, after, "mnist_inference_duration_seconds_count", version=SERVED) == 4
     # One queue-wait observation per request, whatever its row count.
-    assert delta(before, after, "mnist_queue_wait_seconds_count", version="1") == 4
+    assert delta(before, after, "mnist_queue_wait_seconds_count", version=SERVED) == 4
     assert value(after, "mnist_queue_depth_rows") == 0
     assert value(after, "mnist_http_requests_in_flight") == 0
 
@@ -223,7 +226,7 @@ def test_every_digit_series_exists_before_any_prediction(client: TestClient) -> 
     # Created at 0, so Prometheus' rate()/increase() count a digit's first prediction too.
     samples = scrape(client)
     for digit in range(10):
-        key = ("mnist_predictions_total", frozenset({("version", "1"), ("digit", str(digit))}))
+        key = ("mnist_predictions_total", frozenset({("version", SERVED), ("digit", str(digit))}))
         assert samples.get(key) == 0, digit
 
 
@@ -332,7 +335,9 @@ def test_low_confidence_counter_follows_the_threshold() -> None:
 
     expected = sum(confidence < threshold for confidence in confidences)
     assert expected > 0, "random noise should not be classified with 95% confidence"
-    assert delta(before, after, "mnist_low_confidence_predictions_total", version="1") == expected
+    assert (
+        delta(before, after, "mnist_low_confidence_predictions_total", version=SERVED) == expected
+    )
 
 
 def test_probes_and_metrics_are_not_request_traffic(client: TestClient) -> None:
@@ -443,8 +448,10 @@ def test_two_workers_aggregate_their_counters(tmp_path: Path) -> None:
         )
         assert total(samples, "mnist_predictions_total") == requests * images_per_request
         for digit, count in answered.items():
-            assert value(samples, "mnist_predictions_total", version="1", digit=str(digit)) == count
-        assert value(samples, "mnist_queue_wait_seconds_count", version="1") == requests
+            assert (
+                value(samples, "mnist_predictions_total", version=SERVED, digit=str(digit)) == count
+            )
+        assert value(samples, "mnist_queue_wait_seconds_count", version=SERVED) == requests
         assert value(samples, "mnist_http_requests_in_flight") == 0
         info = [labels for (name, labels) in samples if name == "mnist_model_info"]
         assert len(info) == 1, "model_info is one series, not one per worker"

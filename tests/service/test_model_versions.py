@@ -13,10 +13,10 @@ from pydantic import ValidationError
 
 from service.config import Settings
 from service.errors import ModelLoadError
-from service.model import selected_folders, verify_model_files
+from service.model import list_versions, selected_folders, verify_model_files
 from service.model_card import read_card, write_card
 from service.versions import VersionPolicy, snapshot
-from tests.conftest import ROOT
+from tests.conftest import MODELS, ROOT
 from tests.service.repository_support import NAME, add_version, new_repository, stage_version
 
 
@@ -134,7 +134,12 @@ def test_a_snapshot_changes_while_a_version_is_written_and_settles_after(tmp_pat
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--version-policy", "specific:9"], "matches the version policy specific:9 (present: 1)"),
+        (
+            ["--version-policy", "specific:9"],
+            "matches the version policy specific:9 (present: "
+            + ", ".join(map(str, list_versions(MODELS, NAME)))
+            + ")",
+        ),
         (["--version-policy", "newest"], "--version-policy / MNIST_VERSION_POLICY"),
     ],
 )

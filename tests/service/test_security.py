@@ -29,6 +29,7 @@ from service.app import create_app
 from service.config import Settings
 from service.errors import ModelLoadError
 from service.model import resolve_version_dir
+from tests.conftest import SERVED_VERSION
 
 MODELS = ROOT / "models"
 SEVEN_PNG = base64.b64decode(EXAMPLE_PNG_BASE64)
@@ -46,9 +47,9 @@ PROTECTED = [
     ("POST", "/v1/predict/batch", {"images": [EXAMPLE_PNG_BASE64]}),
     ("GET", "/v1/models", None),
     ("GET", "/v2/models/mnist-mlp", None),
-    ("GET", "/v2/models/mnist-mlp/versions/1", None),
+    ("GET", f"/v2/models/mnist-mlp/versions/{SERVED_VERSION}", None),
     ("POST", "/v2/models/mnist-mlp/infer", V2_BODY),
-    ("POST", "/v2/models/mnist-mlp/versions/1/infer", V2_BODY),
+    ("POST", f"/v2/models/mnist-mlp/versions/{SERVED_VERSION}/infer", V2_BODY),
 ]
 OPEN = ["/healthz", "/readyz", "/v2/health/live", "/v2/health/ready", "/v2/models/mnist-mlp/ready"]
 

@@ -12,7 +12,7 @@ from tritonclient.utils import InferenceServerException
 from evaluation.live_server import ROOT, LiveServer, live_server
 from evaluation.samples import load_sample
 from service.model import OnnxModel, resolve_version_dir
-from tests.conftest import png_bytes
+from tests.conftest import SERVED_VERSION, png_bytes
 
 MODEL = "mnist-mlp"
 COUNT = 16
@@ -42,19 +42,21 @@ def digits() -> np.ndarray:
 @pytest.fixture(scope="module")
 def expected(digits: np.ndarray) -> np.ndarray:
     """What the served ONNX model (the card's serving variant) answers for these digits."""
-    model = OnnxModel(resolve_version_dir(ROOT / "models", MODEL, None))
+    model = OnnxModel(resolve_version_dir(ROOT / "models", MODEL, SERVED_VERSION))
     return model.predict(digits.reshape(-1, 784).astype(np.float32))
 
 
 def test_health_and_metadata(client: triton.InferenceServerClient) -> None:
     assert client.is_server_live() and client.is_server_ready()
-    assert client.is_model_ready(MODEL) and client.is_model_ready(MODEL, "1")
+    assert client.is_model_ready(MODEL) and client.is_model_ready(MODEL, str(SERVED_VERSION))
     server = client.get_server_metadata()
     assert server["name"] == "mnist-serve" and "binary_tensor_data" in server["extensions"]
     metadata = client.get_model_metadata(MODEL)
     names = [tensor["name"] for tensor in metadata["inputs"]]
     assert names == ["pixels", "image_u8", "image"]
-    assert metadata["versions"] == ["1"] and metadata["platform"] == "onnxruntime_onnx"
+    assert (
+        metadata["versions"] == [str(SERVED_VERSION)] and metadata["platform"] == "onnxruntime_onnx"
+    )
     scales = {t["name"]: t["parameters"].get("pixel_scale") for t in metadata["inputs"]}
     assert scales["pixels"] == scales["image_u8"] == "0..255"
 
@@ -102,7 +104,9 @@ def test_defaults_answer_every_output_in_binary(
     client: triton.InferenceServerClient, digits: np.ndarray, expected: np.ndarray
 ) -> None:
     """No outputs named: tritonclient asks for all of them as binary."""
-    result = client.infer(MODEL, [_input("image_u8", digits, True)], model_version="1")
+    result = client.infer(
+        MODEL, [_input("image_u8", digits, True)], model_version=str(SERVED_VERSION)
+    )
     outputs = result.get_response()["outputs"]
     assert all("binary_data_size" in output["parameters"] for output in outputs)
     assert result.as_numpy("digit").tolist() == expected.argmax(axis=1).tolist()

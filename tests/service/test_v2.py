@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.conftest import png_bytes
+from tests.conftest import SERVED_VERSION, png_bytes
 
 INFER = "/v2/models/mnist-mlp/infer"
+SERVED = str(SERVED_VERSION)  # the protocol writes versions as strings
 
 
 def test_server_and_model_metadata(client: TestClient) -> None:
@@ -19,12 +20,12 @@ def test_server_and_model_metadata(client: TestClient) -> None:
     assert client.get("/v2/health/ready").json() == {"ready": True}
     server = client.get("/v2").json()
     assert server["name"] == "mnist-serve" and server["extensions"] == ["binary_tensor_data"]
-    for path in ["/v2/models/mnist-mlp", "/v2/models/mnist-mlp/versions/1"]:
+    for path in ["/v2/models/mnist-mlp", f"/v2/models/mnist-mlp/versions/{SERVED}"]:
         meta = client.get(path).json()
-        assert meta["name"] == "mnist-mlp" and meta["versions"] == ["1"]
+        assert meta["name"] == "mnist-mlp" and meta["versions"] == [SERVED]
         assert {o["name"] for o in meta["outputs"]} == {"probabilities", "digit"}
     assert client.get("/v2/models/mnist-mlp/ready").json() == {"name": "mnist-mlp", "ready": True}
-    assert client.get("/v2/models/mnist-mlp/versions/1/ready").status_code == 200
+    assert client.get(f"/v2/models/mnist-mlp/versions/{SERVED}/ready").status_code == 200
 
 
 @pytest.mark.parametrize(
@@ -53,7 +54,7 @@ def test_infer_pixel_tensors(
     answer = client.post(INFER, json=body)
     assert answer.status_code == 200, answer.text
     result = answer.json()
-    assert result["model_name"] == "mnist-mlp" and result["model_version"] == "1"
+    assert result["model_name"] == "mnist-mlp" and result["model_version"] == SERVED
     assert result["id"] == "req-1"
     outputs = {o["name"]: o for o in result["outputs"]}
     assert outputs["digit"]["datatype"] == "INT64" and outputs["digit"]["shape"] == [5]
@@ -74,7 +75,7 @@ def test_infer_bytes_images_and_output_selection(
         "inputs": [{"name": "image", "shape": [3], "datatype": "BYTES", "data": files}],
         "outputs": [{"name": "digit"}],
     }
-    answer = client.post("/v2/models/mnist-mlp/versions/1/infer", json=body)
+    answer = client.post(f"/v2/models/mnist-mlp/versions/{SERVED}/infer", json=body)
     assert answer.status_code == 200, answer.text
     (output,) = answer.json()["outputs"]
     assert output["name"] == "digit" and output["data"] == labels[:3].tolist()

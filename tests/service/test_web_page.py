@@ -30,7 +30,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from evaluation.live_server import LiveServer, live_server
 from evaluation.samples import load_sample
-from tests.conftest import png_bytes
+from tests.conftest import SERVED_VERSION, png_bytes
 
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 CHROMIUM = next(
@@ -341,7 +341,7 @@ def assert_model_view(driver: webdriver.Chrome) -> None:
     assert seen.value_of_css_property("image-rendering") == "pixelated"
     caption = driver.find_element(By.ID, "seen-box").text
     assert "What the model saw" in caption
-    assert "Answered by model mnist-mlp v1." in caption
+    assert f"Answered by model mnist-mlp v{SERVED_VERSION}." in caption
 
 
 def test_the_page_shows_what_the_model_saw(server: LiveServer, browser: webdriver.Chrome) -> None:
