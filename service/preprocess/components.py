@@ -29,6 +29,7 @@ class Digit:
     mask: np.ndarray
     box: tuple[int, int, int, int]
     ink_level: float  # typical signal of the digit's strongest pixels
+    whole: bool = False  # every part of the mask was chosen: nothing else is ink
 
 
 def find_digit(mask: np.ndarray, signal: np.ndarray) -> Digit | None:
@@ -43,7 +44,7 @@ def find_digit(mask: np.ndarray, signal: np.ndarray) -> Digit | None:
         if max(rows.stop - rows.start, cols.stop - cols.start) < MIN_DIGIT * max(height, width):
             return None
         whole = (rows.start, rows.stop, cols.start, cols.stop)
-        return Digit(mask, whole, float(signal[mask].max()))
+        return Digit(mask, whole, float(signal[mask].max()), whole=True)
     top = np.array([b[0].start for b in boxes])
     bottom = np.array([b[0].stop for b in boxes])
     left = np.array([b[1].start for b in boxes])
@@ -101,4 +102,4 @@ def find_digit(mask: np.ndarray, signal: np.ndarray) -> Digit | None:
             max(box[3], int(right[chosen].max())),
         ]
     keep = np.concatenate([[False], chosen])
-    return Digit(keep[labels], (box[0], box[1], box[2], box[3]), ink_level)
+    return Digit(keep[labels], (box[0], box[1], box[2], box[3]), ink_level, bool(chosen.all()))

@@ -151,17 +151,17 @@ def flatten_alpha(pixels: np.ndarray) -> np.ndarray:
     the alpha channel itself is the ink (white on black). Otherwise (a photo with
     transparent margins) the transparent part is filled with the photo's own paper.
     """
-    alpha = pixels[..., -1]
+    alpha = np.ascontiguousarray(pixels[..., -1])  # one strided copy, then fast scans
     if int(alpha.min()) > 250:  # opaque after all (the draw-a-digit page's sheet)
         return without_alpha(pixels)
     colour = pixels[..., 0] if pixels.shape[2] == 2 else pixels[..., :3]
     opaque = alpha > 127
-    if opaque.mean() < 0.5:  # strokes on a transparent sheet: ink = opacity
-        return np.ascontiguousarray(alpha)
+    if np.count_nonzero(opaque) < opaque.size // 2:  # strokes on a transparent sheet:
+        return alpha  # ink = opacity
     grey = colour if colour.ndim == 2 else np.asarray(Image.fromarray(pixels, "RGBA").convert("L"))
     shown = grey[opaque]
     if shown.size == 0 or float(shown.std()) < 20.0:  # one flat colour: ink = opacity too
-        return np.ascontiguousarray(alpha)
+        return alpha
     rgb = as_rgb(np.asarray(colour, dtype=np.float32))
     paper = np.median(rgb[opaque], axis=0)
     a = alpha[..., None].astype(np.float32) / 255.0

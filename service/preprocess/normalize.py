@@ -40,7 +40,8 @@ def normalise(work: np.ndarray) -> FloatImage:
         digit = off_the_lines(mask, signal, digit)
     if digit is None:
         raise InvalidImage(BLANK)
-    cut = trim(cut_digit(work, small.shape[:2], digit, ink))
+    alone = drawn is not None and digit.whole  # a clean drawing: no line, desk or speck
+    cut = trim(cut_digit(work, small.shape[:2], digit, ink, alone=alone))
     if not cut.any():
         raise InvalidImage(BLANK)
     return centre(trim(even_strokes(cut)))

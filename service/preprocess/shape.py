@@ -28,8 +28,18 @@ from service.preprocess.constants import (
 from service.preprocess.ink import Ink, quantile
 
 
-def cut_digit(work: np.ndarray, small_shape: tuple[int, int], digit: Digit, ink: Ink) -> FloatImage:
-    """The digit's box cut from `work` (the decoded image), as ink 0..255 on 0."""
+def cut_digit(
+    work: np.ndarray,
+    small_shape: tuple[int, int],
+    digit: Digit,
+    ink: Ink,
+    *,
+    alone: bool = False,
+) -> FloatImage:
+    """The digit's box cut from `work` (the decoded image), as ink 0..255 on 0.
+
+    `alone`: the digit is all the ink there is (a clean drawing whose every part was
+    chosen), so nothing in its box needs blanking: saves a mask resize per upload."""
     height, width = small_shape
     scale_y, scale_x = work.shape[0] / height, work.shape[1] / width
     top, bottom, left, right = digit.box
@@ -46,11 +56,11 @@ def cut_digit(work: np.ndarray, small_shape: tuple[int, int], digit: Digit, ink:
         None if ink.gain is None else resized(ink.gain[top:bottom, left:right], size),
         None if ink.shift is None else resized(ink.shift[top:bottom, left:right], size),
     )
-    # the chosen parts, widened by one analysis pixel so anti-aliased edges come along
-    parts = ndimage.maximum_filter(digit.mask[top:bottom, left:right].view(np.uint8), size=3)
-    keep = np.asarray(Image.fromarray(parts).resize(size, Image.Resampling.NEAREST)) > 0
     signal = ink.signal(crop, light)
-    signal[~keep] = 0.0
+    if not alone:  # the chosen parts, widened by one analysis pixel so soft edges come along
+        parts = ndimage.maximum_filter(digit.mask[top:bottom, left:right].view(np.uint8), size=3)
+        keep = np.asarray(Image.fromarray(parts).resize(size, Image.Resampling.NEAREST)) > 0
+        signal[~keep] = 0.0
     return stretch(signal, ink)
 
 
