@@ -155,9 +155,11 @@ def lighting(grey: FloatImage, dark: bool) -> FloatImage | None:
 
 
 def quantile(values: np.ndarray, q: float) -> float:
-    """np.quantile without interpolation or overhead (a sort: see `lighting`)."""
-    flat = np.sort(values.reshape(-1))
-    return float(flat[min(round(q * (flat.size - 1)), flat.size - 1)])
+    """np.quantile without interpolation or overhead: the k-th smallest value, found by
+    a partial sort (~4x faster than a full one on a crop's 10,000 values)."""
+    flat = values.reshape(-1)
+    rank = min(round(q * (flat.size - 1)), flat.size - 1)
+    return float(np.partition(flat, rank)[rank])
 
 
 def find_ink(small: np.ndarray) -> tuple[Ink, FloatImage]:
@@ -203,13 +205,13 @@ def clean_ink(small: np.ndarray) -> tuple[Ink, FloatImage] | None:
     to flatten, no noise, paper known. This is the draw-a-digit page's traffic, so
     it skips the photo machinery of `find_ink`; anything less clean goes there.
     """
-    corner = small[0, 0]
-    if not (int(np.min(corner)) >= 250 or int(np.max(corner)) <= 5):
+    paper = np.atleast_1d(small[0, 0])  # the corner's colour
+    if not (int(paper.min()) >= 250 or int(paper.max()) <= 5):
         return None
-    same = same_colour(small, corner)
-    if float(same.mean()) < 0.6:
+    same = same_colour(small, paper if small.ndim == 3 else paper[0])
+    if np.count_nonzero(same) < 0.6 * same.size:
         return None
-    paper = np.atleast_1d(corner).astype(np.float32)
+    paper = paper.astype(np.float32)
     drawn = as_channels(small)[~same]  # the paper's own pixels add nothing to the direction
     ink = Ink(None, None, paper, ink_direction(drawn - paper), 0.0, None)
     return ink, ink.signal(small)

