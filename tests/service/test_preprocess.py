@@ -396,3 +396,21 @@ def test_pixels_pass_unchanged(mnist_sample: tuple[np.ndarray, np.ndarray]) -> N
 def test_bad_pixel_arrays(pixels: object, message: str) -> None:
     with pytest.raises(InvalidInput, match=message):
         preprocess_pixels(pixels)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("radius", [1, 2, 3])
+@pytest.mark.parametrize("dtype", [np.float32, np.uint8])
+def test_square_filter_is_scipys_grey_dilation_and_erosion(radius: int, dtype: type) -> None:
+    from scipy import ndimage
+
+    from service.preprocess.shape import square_filter
+
+    rng = np.random.default_rng(radius)
+    image = (rng.random((37, 23)) * 255).astype(dtype)
+    image[rng.random(image.shape) < 0.4] = 0
+    size = (2 * radius + 1,) * 2
+    dilated = square_filter(image, radius, np.maximum)
+    eroded = square_filter(image, radius, np.minimum)
+    assert np.array_equal(dilated, ndimage.grey_dilation(image, size=size))
+    assert np.array_equal(eroded, ndimage.grey_erosion(image, size=size))
+    assert dilated.dtype == image.dtype and not np.shares_memory(dilated, image)
