@@ -39,10 +39,11 @@ def pixel_rows(array: np.ndarray, *, single: bool = False) -> np.ndarray:
         rows = array.reshape(shape[0], PIXELS)
     if rows.dtype.kind not in "uif":
         raise InvalidInput(f"pixels must be numbers; got {rows.dtype}")
+    if rows.dtype.kind == "f" and not np.isfinite(rows).all():
+        raise InvalidInput("pixels must be finite numbers; got NaN or infinity")
+    lows, highs = rows.min(axis=1), rows.max(axis=1)  # per image: range and blank checks
     if rows.dtype != np.uint8:
-        if rows.dtype.kind == "f" and not np.isfinite(rows).all():
-            raise InvalidInput("pixels must be finite numbers; got NaN or infinity")
-        low, high = float(rows.min()), float(rows.max())
+        low, high = float(lows.min()), float(highs.max())
         if low < 0.0 or high > 255.0:
             raise InvalidInput(
                 f"pixels must lie in 0..255 (white digit on black); got values {low:g}..{high:g}"
@@ -52,7 +53,7 @@ def pixel_rows(array: np.ndarray, *, single: bool = False) -> np.ndarray:
                 "pixels lie within 0..1, but this input takes intensities 0..255 "
                 "(white digit on black): multiply by 255"
             )
-    contrast = rows.max(axis=1) - rows.min(axis=1)
+    contrast = highs - lows
     blank = np.flatnonzero(contrast < MIN_CONTRAST)
     if blank.size:
         which = "the pixels are" if len(rows) == 1 else f"image {int(blank[0])} is"
