@@ -19,10 +19,9 @@ from multiprocessing.process import BaseProcess
 from types import FrameType
 
 from service.config import Settings
-from service.server import serve_worker
+from service.server import STARTUP_FAILURE, serve_worker, signals_blocked
 
 log = logging.getLogger("service.supervisor")
-STARTUP_FAILURE = 3  # uvicorn's exit code when the lifespan (model load) fails
 
 
 def run_workers(settings: Settings, listener: socket.socket, workers: int) -> int:
@@ -31,10 +30,14 @@ def run_workers(settings: Settings, listener: socket.socket, workers: int) -> in
 
     def start() -> BaseProcess:
         process = context.Process(target=serve_worker, args=(settings, [listener]), daemon=False)
-        process.start()
+        # The child starts with SIGTERM/SIGINT blocked and unblocks them once its
+        # handlers exist: a signal during its start drains it (exit 0) instead of
+        # killing it by the default action (which made us exit 1).
+        with signals_blocked():
+            process.start()
         return process
 
-    processes = [start() for _ in range(workers)]
+    processes: list[BaseProcess] = []
     stopping = False
 
     def forward(signum: int, frame: FrameType | None) -> None:
@@ -46,6 +49,9 @@ def run_workers(settings: Settings, listener: socket.socket, workers: int) -> in
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
+    for _ in range(workers):
+        if not stopping:
+            processes.append(start())
     while True:
         running = [p for p in processes if p.exitcode is None]
         if not running:
