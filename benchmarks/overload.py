@@ -8,7 +8,9 @@ connections posting 28x28 PNGs, `--timeout 5s`) pinned to core 0, as in
 `benchmarks.run`. The 32-connection rate is measured before and after the
 overload runs; their mean is the capacity the goodput ratio compares with.
 
-wrk counts answers by status and socket errors (connect/read/write: clients that
+N connections means N in total: wrk's N - 16 and the probe's 16 (so 4,096 stays
+within the worker's default `MNIST_MAX_CONNECTIONS` of 4,096). wrk counts answers
+by status and socket errors (connect/read/write: clients that
 got no HTTP answer) and timeouts, but cannot time answers by status. So during
 each run a probe (16 keep-alive connections in this process, part of the load)
 times every answer it gets: the refusal (429/503) latency percentiles come from
@@ -135,7 +137,7 @@ def one_run(server: Server, body_dir: Path, connections: int, seconds: float) ->
     wrk = run_wrk(
         f"{server.url}/v1/predict",
         server_pid=server.process.pid,
-        connections=connections,
+        connections=connections - PROBES,  # the probe's connections count in the total
         seconds=seconds,
         body_dir=body_dir,
         cpus=CLIENT_CPU,
@@ -212,6 +214,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--connections", default="1024,4096", help="overload points")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    parser.add_argument(
+        "--service-dir",
+        type=Path,
+        help="serve the `service` package of another checkout (before/after)",
+    )
     parser.add_argument("--name", default="overload")
     options = parser.parse_args(argv)
     stop_servers_on_sigterm()
@@ -226,7 +233,9 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="mnist-overload-") as scratch:
         work = Path(scratch)
         body_dir = write_bodies(work / "bodies")["png"].folder
-        server = start_server("service", [], cpus=SERVER_CPU, log_dir=work / "logs")
+        server = start_server(
+            "service", [], cpus=SERVER_CPU, log_dir=work / "logs", cwd=options.service_dir
+        )
         os.sched_setaffinity(0, {int(CLIENT_CPU)})  # the probe shares wrk's core, not the server's
         try:
             run_wrk(server.url + "/v1/predict", connections=32, seconds=2, body_dir=body_dir)
