@@ -24,7 +24,7 @@ import socket
 import struct
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import FrameType
 from typing import Any
 
@@ -366,14 +366,20 @@ class Acceptor:
 
 
 @contextlib.contextmanager
-def signals_blocked() -> Iterator[None]:
-    """SIGTERM/SIGINT held back (a child process started meanwhile inherits the mask):
-    a worker then receives an early signal once its handlers exist, and drains."""
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
+def children_ignore_signals() -> Iterator[None]:
+    """Processes started meanwhile begin with SIGTERM/SIGINT ignored (an ignored signal
+    survives `exec`; a blocked one does not, multiprocessing resets the mask): a signal
+    during a worker's start can no longer kill it by the default action. The worker
+    learns of the stop from the supervisor's event instead (`serve_worker`). Ours are
+    held back meanwhile and delivered afterwards."""
+    previous_mask = signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
+    handlers = {sig: signal.signal(sig, signal.SIG_IGN) for sig in SIGNALS}
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous_mask)
 
 
 class MnistServer(uvicorn.Server):
@@ -386,8 +392,11 @@ class MnistServer(uvicorn.Server):
         lifecycle: Lifecycle,
         shedder: LoadShedder,
         settings: Settings,
+        stop_requested: Callable[[], bool] | None = None,
     ) -> None:
         super().__init__(config)
+        self.stop_requested = stop_requested
+        self._absorb_signal = False
         self.lifecycle = lifecycle
         self.shedder = shedder
         self.settings = settings
@@ -423,9 +432,13 @@ class MnistServer(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         with super().capture_signals():
-            # A signal that came before our handlers existed was held back
-            # (`signals_blocked`); it is delivered now, and drains like any other.
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, SIGNALS)
+            # A signal that came before our handlers existed was recorded (`main`, or
+            # the supervisor's event while we ignored it): it drains now.
+            requested = self.stop_requested is not None and self.stop_requested()
+            if requested and not self.lifecycle.draining:
+                self.lifecycle.begin_drain()
+                # The signal forwarded with the event may still arrive: the same stop.
+                self._absorb_signal = True
             yield
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
@@ -434,6 +447,9 @@ class MnistServer(uvicorn.Server):
         A signal handler may only set flags: the protocol and readiness see
         `draining` at once, and the next tick of uvicorn's main loop (every
         0.1 s) starts the drain itself."""
+        if self._absorb_signal:
+            self._absorb_signal = False
+            return
         if self.lifecycle.draining:
             self.force_exit = True
             self.should_exit = True
@@ -522,10 +538,12 @@ def bind_listener(host: str, port: int) -> socket.socket:
     return sock
 
 
-def serve_worker(settings: Settings, sockets: list[socket.socket]) -> None:
+def serve_worker(settings: Settings, sockets: list[socket.socket], stop: Any | None = None) -> None:
     """One worker process: build the app, serve it on `sockets` until a signal drains it.
 
-    Exits 0 after a clean drain, 1 when in-flight work outlasted the grace period."""
+    `stop`: an event set by a signal that came before the server's handlers existed
+    (`main`'s, or the supervisor's, which workers ignore while starting). Exits 0 after a clean
+    drain, 1 when in-flight work outlasted the grace period."""
     from service.app import create_app
     from service.logs import configure_logging
 
@@ -550,7 +568,13 @@ def serve_worker(settings: Settings, sockets: list[socket.socket]) -> None:
         timeout_graceful_shutdown=int(settings.shutdown_grace_s) + 1,
         timeout_keep_alive=5,
     )
-    server = MnistServer(config, lifecycle=lifecycle, shedder=shedder, settings=settings)
+    server = MnistServer(
+        config,
+        lifecycle=lifecycle,
+        shedder=shedder,
+        settings=settings,
+        stop_requested=stop.is_set if stop is not None else None,
+    )
     server.run(sockets=sockets)
     if not server.clean:
         raise SystemExit(1)

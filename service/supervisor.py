@@ -14,26 +14,34 @@ import multiprocessing
 import os
 import signal
 import socket
+import threading
 from multiprocessing.connection import wait
 from multiprocessing.process import BaseProcess
 from types import FrameType
 
 from service.config import Settings
-from service.server import STARTUP_FAILURE, serve_worker, signals_blocked
+from service.server import STARTUP_FAILURE, children_ignore_signals, serve_worker
 
 log = logging.getLogger("service.supervisor")
 
 
-def run_workers(settings: Settings, listener: socket.socket, workers: int) -> int:
-    """Run `workers` processes until a signal stops them; the exit code to return."""
+def run_workers(
+    settings: Settings, listener: socket.socket, workers: int, early: threading.Event
+) -> int:
+    """Run `workers` processes until a signal stops them; the exit code to return.
+
+    `early`: set if a signal came before this function installed its handlers."""
     context = multiprocessing.get_context("spawn")
+    stop = context.Event()  # set before signals are forwarded: read by workers still starting
 
     def start() -> BaseProcess:
-        process = context.Process(target=serve_worker, args=(settings, [listener]), daemon=False)
-        # The child starts with SIGTERM/SIGINT blocked and unblocks them once its
-        # handlers exist: a signal during its start drains it (exit 0) instead of
-        # killing it by the default action (which made us exit 1).
-        with signals_blocked():
+        process = context.Process(
+            target=serve_worker, args=(settings, [listener], stop), daemon=False
+        )
+        # A signal during a worker's start used to kill it by the default action
+        # (exit -15, so we exited 1). It now starts ignoring them and reads `stop`
+        # once its handlers exist: it drains and exits 0 like the others.
+        with children_ignore_signals():
             process.start()
         return process
 
@@ -43,12 +51,15 @@ def run_workers(settings: Settings, listener: socket.socket, workers: int) -> in
     def forward(signum: int, frame: FrameType | None) -> None:
         nonlocal stopping
         stopping = True
+        stop.set()
         for process in processes:
             if process.pid is not None and process.exitcode is None:
                 os.kill(process.pid, signum)
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
+    if early.is_set():
+        forward(signal.SIGTERM, None)
     for _ in range(workers):
         if not stopping:
             processes.append(start())
