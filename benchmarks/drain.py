@@ -25,13 +25,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
 import signal
 import tempfile
 import time
 from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,68 +37,8 @@ import orjson
 
 from benchmarks.run import CLIENT_CPU, SERVER_CPU, machine
 from benchmarks.server import ROOT, Server, start_server, stop_servers_on_sigterm
-from evaluation.loadgen import build_request, host_port, read_response
-from evaluation.samples import SEVEN_PNG
-
-CONNECT_TIMEOUT_S = 10.0  # a SYN dropped by the drain's filter is retried by the kernel
-ANSWER_TIMEOUT_S = 30.0  # longer than any drain: an answer that never comes is "lost"
-REQUEST = build_request("/v1/predict", SEVEN_PNG, "image/png")
-
-
-@dataclass(frozen=True)
-class Attempt:
-    sent: float  # monotonic time the request was written (or the connect began)
-    outcome: str  # "answered", "refused" or "lost"
-    status: int | None = None
-    closes: bool = False  # the answer carried `Connection: close`
-    error: str | None = None
-
-
-class Client:
-    """One client: sends until told to stop, recording every attempt."""
-
-    def __init__(self, host: str, port: int, keep_alive: bool) -> None:
-        self.host, self.port, self.keep_alive = host, port, keep_alive
-        self.attempts: list[Attempt] = []
-        self._streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
-
-    async def run(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            attempt = await self.once()
-            self.attempts.append(attempt)
-            if attempt.outcome == "refused":
-                await asyncio.sleep(0.05)  # nothing listens: do not spin on connect
-        await self.close()
-
-    async def once(self) -> Attempt:
-        started = time.monotonic()
-        if self._streams is None:
-            try:
-                self._streams = await asyncio.wait_for(
-                    asyncio.open_connection(self.host, self.port), CONNECT_TIMEOUT_S
-                )
-            except (OSError, TimeoutError) as error:
-                return Attempt(started, "refused", error=type(error).__name__)
-        reader, writer = self._streams
-        sent = time.monotonic()
-        try:
-            writer.write(REQUEST)
-            await writer.drain()
-            status, headers, _ = await asyncio.wait_for(read_response(reader), ANSWER_TIMEOUT_S)
-        except (OSError, asyncio.IncompleteReadError, TimeoutError, ValueError) as error:
-            await self.close()
-            return Attempt(sent, "lost", error=type(error).__name__)
-        closes = headers.get("connection", "").lower() == "close"
-        if closes or not self.keep_alive:
-            await self.close()
-        return Attempt(sent, "answered", status, closes)
-
-    async def close(self) -> None:
-        streams, self._streams = self._streams, None
-        if streams is not None:
-            streams[1].close()
-            with contextlib.suppress(OSError):
-                await streams[1].wait_closed()
+from evaluation.drain_clients import Attempt, Client
+from evaluation.loadgen import host_port
 
 
 async def scenario(server: Server, clients: int, keep_alive: bool, before_s: float) -> Any:
