@@ -365,23 +365,6 @@ class Acceptor:
             log.info("connection failed at once", extra={"error": str(task.exception())})
 
 
-@contextlib.contextmanager
-def children_ignore_signals() -> Iterator[None]:
-    """Processes started meanwhile begin with SIGTERM/SIGINT ignored (an ignored signal
-    survives `exec`; a blocked one does not, multiprocessing resets the mask): a signal
-    during a worker's start can no longer kill it by the default action. The worker
-    learns of the stop from the supervisor's event instead (`serve_worker`). Ours are
-    held back meanwhile and delivered afterwards."""
-    previous_mask = signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
-    handlers = {sig: signal.signal(sig, signal.SIG_IGN) for sig in SIGNALS}
-    try:
-        yield
-    finally:
-        for sig, handler in handlers.items():
-            signal.signal(sig, handler)
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous_mask)
-
-
 class MnistServer(uvicorn.Server):
     POLL_S = 0.005  # waiting for connections to send their request: no event for it
 
@@ -393,9 +376,11 @@ class MnistServer(uvicorn.Server):
         shedder: LoadShedder,
         settings: Settings,
         stop_requested: Callable[[], bool] | None = None,
+        handlers_ready: Callable[[], None] | None = None,
     ) -> None:
         super().__init__(config)
         self.stop_requested = stop_requested
+        self.handlers_ready = handlers_ready
         self._absorb_signal = False
         self.lifecycle = lifecycle
         self.shedder = shedder
@@ -432,8 +417,11 @@ class MnistServer(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         with super().capture_signals():
-            # A signal that came before our handlers existed was recorded (`main`, or
-            # the supervisor's event while we ignored it): it drains now.
+            # A signal that came before our handlers existed was recorded (by `main`,
+            # or by the supervisor, which signals a worker only once it says it can
+            # take one): it drains now.
+            if self.handlers_ready is not None:
+                self.handlers_ready()
             requested = self.stop_requested is not None and self.stop_requested()
             if requested and not self.lifecycle.draining:
                 self.lifecycle.begin_drain()
@@ -538,12 +526,18 @@ def bind_listener(host: str, port: int) -> socket.socket:
     return sock
 
 
-def serve_worker(settings: Settings, sockets: list[socket.socket], stop: Any | None = None) -> None:
+def serve_worker(
+    settings: Settings,
+    sockets: list[socket.socket],
+    stop: Any | None = None,
+    armed: Any | None = None,
+) -> None:
     """One worker process: build the app, serve it on `sockets` until a signal drains it.
 
     `stop`: an event set by a signal that came before the server's handlers existed
-    (`main`'s, or the supervisor's, which workers ignore while starting). Exits 0 after a clean
-    drain, 1 when in-flight work outlasted the grace period."""
+    (`main`'s, or the supervisor's). `armed`: an event this worker sets once it has
+    its handlers; until then the supervisor does not signal it. Exits 0 after a
+    clean drain, 1 when in-flight work outlasted the grace period."""
     from service.app import create_app
     from service.logs import configure_logging
 
@@ -574,6 +568,7 @@ def serve_worker(settings: Settings, sockets: list[socket.socket], stop: Any | N
         shedder=shedder,
         settings=settings,
         stop_requested=stop.is_set if stop is not None else None,
+        handlers_ready=armed.set if armed is not None else None,
     )
     server.run(sockets=sockets)
     if not server.clean:

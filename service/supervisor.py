@@ -18,9 +18,10 @@ import threading
 from multiprocessing.connection import wait
 from multiprocessing.process import BaseProcess
 from types import FrameType
+from typing import Any
 
 from service.config import Settings
-from service.server import STARTUP_FAILURE, children_ignore_signals, serve_worker
+from service.server import STARTUP_FAILURE, serve_worker
 
 log = logging.getLogger("service.supervisor")
 
@@ -32,17 +33,22 @@ def run_workers(
 
     `early`: set if a signal came before this function installed its handlers."""
     context = multiprocessing.get_context("spawn")
-    stop = context.Event()  # set before signals are forwarded: read by workers still starting
+    # A signal during a worker's start used to kill it by the default action (exit
+    # -15, so we exited 1). Now a worker is signalled only once it says its handlers
+    # exist (`armed`); one still starting reads `stop` when it gets there. `stop` is
+    # set before `armed` is read, and a worker sets `armed` before reading `stop`:
+    # one of the two always sees the other.
+    stop = context.Event()
+    armed: dict[int, Any] = {}
 
     def start() -> BaseProcess:
+        ready = context.Event()
         process = context.Process(
-            target=serve_worker, args=(settings, [listener], stop), daemon=False
+            target=serve_worker, args=(settings, [listener], stop, ready), daemon=False
         )
-        # A signal during a worker's start used to kill it by the default action
-        # (exit -15, so we exited 1). It now starts ignoring them and reads `stop`
-        # once its handlers exist: it drains and exits 0 like the others.
-        with children_ignore_signals():
-            process.start()
+        process.start()
+        assert process.pid is not None
+        armed[process.pid] = ready
         return process
 
     processes: list[BaseProcess] = []
@@ -53,8 +59,9 @@ def run_workers(
         stopping = True
         stop.set()
         for process in processes:
-            if process.pid is not None and process.exitcode is None:
-                os.kill(process.pid, signum)
+            pid = process.pid
+            if pid is not None and process.exitcode is None and armed[pid].is_set():
+                os.kill(pid, signum)
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
