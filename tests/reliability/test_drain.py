@@ -13,7 +13,9 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 import orjson
@@ -36,9 +38,8 @@ ENV = {
 }
 
 
-async def _until(condition: object, what: str, attempts: int = 3000) -> None:
+async def _until(condition: Callable[[], bool], what: str, attempts: int = 3000) -> None:
     """Bounded polling of state another process changes (no event crosses processes)."""
-    assert callable(condition)
     for _ in range(attempts):
         if condition():
             return
@@ -76,8 +77,11 @@ def test_sigterm_under_load_loses_nothing(tmp_path: Path, keep_alive: bool) -> N
         async def scenario() -> tuple[float, int]:
             stop = asyncio.Event()
             tasks = [asyncio.create_task(c.run(stop)) for c in crowd]
-            ok = lambda: sum(a.status == 200 for c in crowd for a in c.attempts)  # noqa: E731
-            await _until(lambda: ok() >= 3 * CLIENTS, "the load running")
+
+            def warmed() -> bool:
+                return sum(a.status == 200 for c in crowd for a in c.attempts) >= 3 * CLIENTS
+
+            await _until(warmed, "the load running")
             await _until(lambda: _queued_rows(server.url) >= CLIENTS // 2, "requests in flight")
             signalled = time.monotonic()
             server.process.send_signal(signal.SIGTERM)
@@ -108,7 +112,7 @@ def test_sigterm_under_load_loses_nothing(tmp_path: Path, keep_alive: bool) -> N
     attempts: list[Attempt] = [a for c in crowd for a in c.attempts]
     outcomes = {kind: [a for a in attempts if a.outcome == kind] for kind in ("answered", "lost")}
     answered = outcomes["answered"]
-    report = {
+    report: dict[str, Any] = {
         "attempts": len(attempts),
         "200": sum(a.status == 200 for a in answered),
         "503": sum(a.status == 503 for a in answered),

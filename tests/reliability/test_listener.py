@@ -76,7 +76,12 @@ def test_acceptor_accepts_every_queued_connection() -> None:
         clients = [socket.create_connection(address, timeout=5) for _ in range(5)]
         made: list[asyncio.Protocol] = []
         loop = asyncio.get_running_loop()
-        acceptor = Acceptor(server, lambda: made.append(asyncio.Protocol()) or made[-1], loop, 16)
+
+        def protocol() -> asyncio.Protocol:
+            made.append(asyncio.Protocol())
+            return made[-1]
+
+        acceptor = Acceptor(server, protocol, loop, 16)
         assert acceptor.accept(limit=None)  # True: the queue is empty now
         while acceptor.pending:
             await asyncio.wait(list(acceptor.pending))
