@@ -45,6 +45,7 @@ SIGNALS = (signal.SIGTERM, signal.SIGINT)
 STARTUP_FAILURE = 3  # uvicorn's exit code when the lifespan (model load) fails
 _PROBES = frozenset(path.encode() for path in PROBE_PATHS)
 UNMATCHED = "unmatched"  # the route label of requests answered before routing
+UVICORN_SHUTDOWN_S = 2  # uvicorn's own shutdown, after the drain
 
 
 class Refusal:
@@ -559,7 +560,9 @@ def serve_worker(
         # The kernel's accept queue holds a burst of new connections until the loop
         # accepts them; a shorter one drops SYNs, and clients wait a second to retry.
         backlog=settings.max_connections,
-        timeout_graceful_shutdown=int(settings.shutdown_grace_s) + 1,
+        # After our drain (which had `shutdown_grace_s`) only idle connections are left:
+        # uvicorn closes them; tasks still running then are cancelled. Keeps SIGKILL away.
+        timeout_graceful_shutdown=UVICORN_SHUTDOWN_S,
         timeout_keep_alive=5,
     )
     server = MnistServer(
