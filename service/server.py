@@ -172,9 +172,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         """Why this request is answered now without the app, or None to run it."""
         if self.cycle is not None and not self.cycle.response_complete:
             return None  # pipelined behind an answer in progress: the app's admission decides
-        if self.url.partition(b"?")[0].rstrip(b"/") in _PROBES:
-            return None  # probes are how operators see an overloaded or draining process
         gate = self.gate
+        if self.url.partition(b"?")[0].rstrip(b"/") in _PROBES:
+            gate.shedder.forget(self)  # a slot kept for this connection goes to the next
+            return None  # probes are how operators see an overloaded or draining process
         if gate.lifecycle.draining:
             return gate.refusals.draining
         if len(self.connections) > gate.max_connections:
