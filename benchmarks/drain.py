@@ -110,6 +110,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--before", type=float, default=2.0, help="seconds of load before")
     parser.add_argument("--drain-delay", type=float, default=0.0, help="MNIST_DRAIN_DELAY_S")
+    parser.add_argument("--workers", type=int, default=1, help="mnist-serve --workers N")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     parser.add_argument(
         "--service-dir",
@@ -127,13 +128,19 @@ def main(argv: list[str] | None = None) -> None:
             "clients": options.clients,
             "sigterm_after_s": options.before,
             "drain_delay_s": options.drain_delay,
+            "workers": options.workers,
         },
         "runs": [],
     }
     with tempfile.TemporaryDirectory(prefix="mnist-drain-") as scratch:
         for kind in options.kinds.split(","):
             server = start_server(
-                kind, [], cpus=SERVER_CPU, env=env, log_dir=Path(scratch), cwd=options.service_dir
+                kind,
+                ["--workers", str(options.workers)],
+                cpus=SERVER_CPU,
+                env=env,
+                log_dir=Path(scratch),
+                cwd=options.service_dir,
             )
             os.sched_setaffinity(0, {int(CLIENT_CPU)})
             try:
