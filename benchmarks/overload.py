@@ -29,6 +29,7 @@ import asyncio
 import os
 import resource
 import statistics
+import sys
 import tempfile
 import threading
 import time
@@ -228,12 +229,15 @@ def main(argv: list[str] | None = None) -> None:
         help="serve the `service` package of another checkout (before/after)",
     )
     parser.add_argument("--name", default="overload")
+    parser.add_argument(
+        "--env", action="append", default=[], help="MNIST_X=value for the server (repeatable)"
+    )
     options = parser.parse_args(argv)
     stop_servers_on_sigterm()
     points = [int(c) for c in options.connections.split(",")]
     file_limit = raise_file_limit(2 * max(points) + 256)
     results: dict[str, Any] = {
-        "command": "python -m benchmarks.overload",
+        "command": " ".join(["python -m benchmarks.overload", *(argv or sys.argv[1:])]),
         "machine": machine(),
         "file_limit": file_limit,
         "settings": {"seconds": options.seconds, "wrk_timeout_s": WRK_TIMEOUT_S, "probes": PROBES},
@@ -241,8 +245,14 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="mnist-overload-") as scratch:
         work = Path(scratch)
         body_dir = write_bodies(work / "bodies")["png"].folder
+        env = dict(item.split("=", 1) for item in options.env)
         server = start_server(
-            "service", [], cpus=SERVER_CPU, log_dir=work / "logs", cwd=options.service_dir
+            "service",
+            [],
+            cpus=SERVER_CPU,
+            env=env,
+            log_dir=work / "logs",
+            cwd=options.service_dir,
         )
         os.sched_setaffinity(0, {int(CLIENT_CPU)})  # the probe shares wrk's core, not the server's
         try:

@@ -115,7 +115,25 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         return self.transport.is_closing()
 
     def gone(self) -> bool:
-        return self.transport.is_closing()
+        """Closed, or (parked, so not read) its client hung up: peek without reading.
+
+        A parked connection is not read, so the loop never sees its client leave;
+        after a spike thousands of them would each hold a turn for a loop pass."""
+        if self.transport.is_closing():
+            return True
+        fd = self.transport.get_extra_info("socket").fileno()
+        peek = socket.socket(fileno=fd)  # no dup: detached below, never closed here
+        try:
+            hung_up = peek.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+        except BlockingIOError:
+            hung_up = False  # alive, no request yet
+        except OSError:
+            hung_up = True  # reset
+        finally:
+            peek.detach()
+        if hung_up:
+            self.transport.close()
+        return hung_up
 
     def resume(self) -> None:
         """Our turn (or the drain): read the next request, which usually waits buffered."""

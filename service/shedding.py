@@ -48,7 +48,13 @@ class LoadShedder:
         """Take a slot for this connection's request, or False: refuse and `park` it."""
         if connection in self._reserved:
             self._reserved.discard(connection)
-        elif self._draining or self._parked or self.held + len(self._reserved) >= self.limit:
+            self.held += 1
+            return True
+        if self._draining:
+            return False
+        if self._parked and self.held + len(self._reserved) < self.limit:
+            self._hand_out()  # free turns: wake those waiting, drop those who left
+        if self._parked or self.held + len(self._reserved) >= self.limit:
             return False
         self.held += 1
         return True

@@ -70,3 +70,17 @@ def test_drain_wakes_every_parked_connection_and_admits_nobody() -> None:
     assert not shedder.admit(late)
     shedder.park(late)
     assert late.resumed == 1
+
+
+def test_a_newcomer_after_the_crowd_left_is_admitted_at_once() -> None:
+    shedder = LoadShedder(limit=1)
+    holder = Connection("h")
+    crowd = [Connection(str(i)) for i in range(3)]
+    assert shedder.admit(holder)
+    for parked in crowd:
+        assert not shedder.admit(parked)
+        shedder.park(parked)
+    for parked in crowd:
+        parked.closed = True  # the spike is over: every waiting client hung up
+    shedder.finished()  # (their turns were skipped here already)
+    assert shedder.admit(Connection("newcomer"))
