@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import ctypes
 import logging
+import os
 import signal
 import socket
 import struct
@@ -401,6 +402,8 @@ class MnistServer(uvicorn.Server):
         super().__init__(config)
         self.stop_requested = stop_requested
         self.handlers_ready = handlers_ready
+        # A supervised worker (it reports its handlers) watches its parent.
+        self.supervisor_pid = os.getppid() if handlers_ready is not None else None
         self._absorb_signal = False
         self.lifecycle = lifecycle
         self.shedder = shedder
@@ -465,6 +468,12 @@ class MnistServer(uvicorn.Server):
         self.lifecycle.begin_drain()
 
     async def on_tick(self, counter: int) -> bool:
+        orphaned = self.supervisor_pid is not None and os.getppid() != self.supervisor_pid
+        if orphaned and not self.lifecycle.draining:
+            # The supervisor died without forwarding a signal (SIGKILL, OOM): drain
+            # rather than serve on, orphaned, holding the port.
+            log.warning("supervisor gone; draining")
+            self.lifecycle.begin_drain()
         if self.lifecycle.draining and self._drain is None and not self.should_exit:
             self._drain = asyncio.create_task(self.drain())
         return await super().on_tick(counter)

@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from evaluation.live_server import ROOT, free_port
@@ -61,3 +62,27 @@ def test_sigterm_while_the_first_worker_starts_exits_0(tmp_path: Path, workers: 
     assert code == 0, text[-3000:]
     started = text.count("Started server process")
     assert text.count('"drained"') == started >= 1, text[-3000:]
+
+
+def test_workers_drain_when_the_supervisor_is_killed(tmp_path: Path) -> None:
+    """SIGKILL (or the OOM killer) gives the supervisor no chance to forward anything:
+    its workers notice they are orphaned, drain and exit instead of holding the port."""
+    process, log = start(tmp_path, workers=2)
+    try:
+        for _ in range(3000):  # bounded polling of the log: both workers ready
+            if log.read_text(errors="replace").count('"message":"ready"') >= 2:
+                break
+            assert process.poll() is None, log.read_text()[-3000:]
+            time.sleep(0.01)
+        workers = psutil.Process(process.pid).children()
+        assert len(workers) >= 2
+        process.kill()
+        process.wait(timeout=10)
+        _, alive = psutil.wait_procs(workers, timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    for worker in alive:
+        worker.kill()
+    assert not alive, log.read_text(errors="replace")[-3000:]
+    assert log.read_text(errors="replace").count("supervisor gone") == 2
