@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,8 @@ class WrkResult:
     p99_ms: float
     mean_ms: float
     server_cpu_s: float = 0.0  # CPU time the server processes used during the run
+    statuses: dict[str, int] = field(default_factory=dict)  # answers by status (wrk_status.lua)
+    socket_errors: int = 0  # connect + read + write errors: clients that got no answer
 
     @property
     def per_cpu_s(self) -> float:
@@ -52,8 +54,11 @@ def run_wrk(
     api_key: str = "",
     cpus: str | None = "0",
     timeout_s: float = 10.0,
+    script: Path = LUA,
 ) -> WrkResult:
-    """One wrk run: 1 thread (it shares one core), `connections` keep-alive connections."""
+    """One wrk run: 1 thread (it shares one core), `connections` keep-alive connections.
+
+    `script`: `wrk_status.lua` also counts the answers by status."""
     command = [
         WRK,
         "-t1",
@@ -61,7 +66,7 @@ def run_wrk(
         f"-d{max(round(seconds), 1)}s",
         f"--timeout={max(round(timeout_s), 1)}s",
         "-s",
-        str(LUA),
+        str(script),
         url,
         "--",
         str(body_dir or ""),
@@ -80,7 +85,10 @@ def run_wrk(
     data = orjson.loads(line.removeprefix("WRK_JSON "))
     errors = data["errors"]
     failed = errors["status"] + errors["connect"] + errors["read"] + errors["write"]
+    socket_errors = errors["connect"] + errors["read"] + errors["write"]
     failed += errors["timeout"]
+    counted = next((x for x in done.stdout.splitlines() if x.startswith("WRK_STATUSES ")), None)
+    statuses = orjson.loads(counted.removeprefix("WRK_STATUSES ")) if counted else {}
     duration = data["duration_us"] / 1e6
     ok = max(data["requests"] - errors["status"], 0)
     latency = data["latency_us"]
@@ -99,6 +107,8 @@ def run_wrk(
         p99_ms=latency["p99"] / 1000,
         mean_ms=latency["mean"] / 1000,
         server_cpu_s=round(cpu_used, 3),
+        statuses=statuses,
+        socket_errors=socket_errors,
     )
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import http.client
 import os
 import shutil
+import signal
 import socket
 import sys
 import tempfile
@@ -107,6 +108,12 @@ def check_model(settings: Settings) -> None:
 
 
 def main() -> None:
+    # A SIGTERM during the start (a deploy that changes its mind) must drain and exit 0,
+    # not kill the process by the default action: recorded here, acted on once the
+    # server or the supervisor has its own handlers.
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
     os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")  # before onnxruntime is imported
     options = parse_options()
     settings = Settings.model_validate(options.model_dump(include=set(Settings.model_fields)))
@@ -135,12 +142,12 @@ def main() -> None:
         state_dir = prepare_state_dir(settings)
         settings = settings.model_copy(update={"repository_state_dir": state_dir})
     if options.workers == 1:
-        serve_worker(settings, [listener])
+        serve_worker(settings, [listener], stop)
         return
     prepare_metrics_dir(options)  # before any worker imports prometheus_client
     from service.supervisor import run_workers
 
-    raise SystemExit(run_workers(settings, listener, options.workers))
+    raise SystemExit(run_workers(settings, listener, options.workers, stop))
 
 
 if __name__ == "__main__":

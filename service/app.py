@@ -70,9 +70,10 @@ class ServiceApp:
     FastAPI still serves and documents everything else, and runs the lifespan.
     """
 
-    def __init__(self, fastapi: FastAPI, chain: ASGIApp) -> None:
+    def __init__(self, fastapi: FastAPI, chain: ASGIApp, metrics: ServiceMetrics) -> None:
         self.fastapi = fastapi
         self.chain = chain
+        self.metrics = metrics  # also counted by the HTTP protocol's own refusals
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")
@@ -134,7 +135,8 @@ def create_app(
         # instead of walking it and stalling requests (measured: lower p99).
         gc.collect()
         gc.freeze()
-        lifecycle.ready = registry.ready  # false only if another worker had unloaded the model
+        # False if another worker had unloaded the model, or a signal came during the start.
+        lifecycle.ready = registry.ready and not lifecycle.draining
         log.info("ready")
         try:
             yield
@@ -190,4 +192,4 @@ def create_app(
         metrics=metrics,
         access_log=access_log,
     )
-    return ServiceApp(app, chain)
+    return ServiceApp(app, chain, metrics)

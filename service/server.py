@@ -3,50 +3,96 @@
 - `GuardedHttpToolsProtocol`: uvicorn's HTTP protocol with deadlines for slow
   clients (the request head within `header_timeout_s` of the connection or of
   the previous answer, the body within `body_timeout_s` of the head; a late
-  body gets a 408), and the `ConnectionGuard` the app uses to drop the work of
-  clients that have gone.
-- `ConnectionLimit`: past `max_connections` open connections, a JSON 503 with
-  `Retry-After` that closes the connection.
-- `MnistServer`: the shutdown sequence on SIGTERM, written once, in order:
-  readiness off and new requests 503, the drain delay, every admitted request
-  finished (at most `shutdown_grace_s`), then uvicorn closes the listening
-  socket and the lifespan drains the batchers. A second signal stops at once.
+  body gets a 408), the `ConnectionGuard` the app uses to drop the work of
+  clients that have gone, and load shedding from the request head: a request
+  the worker has no room for (`service.shedding`), one past `max_connections`
+  open connections, and every request once draining is answered 429/503 with
+  prepared bytes before its body is read and before any ASGI code runs.
+- `MnistServer`: the shutdown sequence on SIGTERM (`drain`), written once.
+- `Acceptor`, `stop_queueing`: the listening socket, accepted from and closed safely.
 - `serve_worker`: one worker process, its app and its server on given sockets.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ctypes
 import logging
+import os
+import signal
 import socket
+import struct
+import sys
 import time
+from collections.abc import Callable, Iterator
 from types import FrameType
 from typing import Any
 
 import uvicorn
-from starlette.types import ASGIApp, Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from service.api.answers import raw_error, send_error
+from service.api.admission import PROBE_PATHS
+from service.api.answers import raw_error
 from service.api.asgi import CONNECTION_GUARD
 from service.config import Settings
-from service.errors import RequestTimeout, ShuttingDown
+from service.errors import RequestTimeout, ServiceError, ShuttingDown, TooManyRequests
 from service.lifecycle import Lifecycle
+from service.metrics import ServiceMetrics
+from service.shedding import LoadShedder
 
 log = logging.getLogger("service.server")
+SIGNALS = (signal.SIGTERM, signal.SIGINT)
+STARTUP_FAILURE = 3  # uvicorn's exit code when the lifespan (model load) fails
+_PROBES = frozenset(path.encode() for path in PROBE_PATHS)
+UNMATCHED = "unmatched"  # the route label of requests answered before routing
+UVICORN_SHUTDOWN_S = 2  # uvicorn's own shutdown, after the drain
+
+
+class Refusal:
+    """One refusal, its bytes prepared once: for a connection kept open, and with `close`."""
+
+    def __init__(self, error: ServiceError, *, close: bool) -> None:
+        self.error = error
+        self.close = close  # always close the connection after it
+        self.keep_bytes = raw_error(error, close=False)
+        self.close_bytes = raw_error(error, close=True)
+
+
+class Refusals:
+    def __init__(self) -> None:
+        self.busy = Refusal(TooManyRequests(), close=False)
+        self.draining = Refusal(ShuttingDown(), close=True)
+        self.connections = Refusal(
+            ShuttingDown("too many connections; retry in a second"), close=True
+        )
 
 
 class ServerConfig(uvicorn.Config):
-    """uvicorn's config plus the slow-client deadlines our protocol enforces."""
+    """uvicorn's config plus what our protocol needs: deadlines, the shedder, the drain state."""
 
-    def __init__(self, app: ASGIApp, *, settings: Settings, **options: Any) -> None:
+    def __init__(
+        self,
+        app: Any,
+        *,
+        settings: Settings,
+        lifecycle: Lifecycle,
+        shedder: LoadShedder,
+        metrics: ServiceMetrics | None,
+        **options: Any,
+    ) -> None:
         super().__init__(app, **options)
         self.header_timeout_s = settings.header_timeout_s
         self.body_timeout_s = settings.body_timeout_s
+        self.max_connections = settings.max_connections
+        self.lifecycle = lifecycle
+        self.shedder = shedder
+        self.metrics = metrics
+        self.refusals = Refusals()
 
 
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
-    """Deadlines for the request head and body, and the app's `ConnectionGuard`."""
+    """Deadlines, shedding at the request head, and the app's `ConnectionGuard`."""
 
     def __init__(self, config: uvicorn.Config, *args: Any, **kwargs: Any) -> None:
         super().__init__(config, *args, **kwargs)
@@ -54,39 +100,140 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self.header_timeout_s = config.header_timeout_s
         self.body_timeout_s = config.body_timeout_s
         self.body_timed_out = False
-        self._deadline: asyncio.TimerHandle | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
+        self._deadline_at = 0.0
+        self._expired: Any = None
+        self.gate = config
+        self.shed: Refusal | None = None  # the refusal already written for this request
+        self.shed_close = False
+        self.parked = False
+        self.requests_begun = 0
+        self._holds_slot = False
 
-    # -- ConnectionGuard ---------------------------------------------------------
+    # -- ConnectionGuard and Parkable --------------------------------------------
     def client_gone(self) -> bool:
         return self.transport.is_closing()
 
+    def gone(self) -> bool:
+        """Closed, or (parked, so not read) its client hung up: peek without reading.
+
+        A parked connection is not read, so the loop never sees its client leave;
+        after a spike thousands of them would each hold a turn for a loop pass."""
+        if self.transport.is_closing():
+            return True
+        fd = self.transport.get_extra_info("socket").fileno()
+        peek = socket.socket(fileno=fd)  # no dup: detached below, never closed here
+        try:
+            hung_up = peek.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+        except BlockingIOError:
+            hung_up = False  # alive, no request yet
+        except OSError:
+            hung_up = True  # reset
+        finally:
+            peek.detach()
+        if hung_up:
+            self.transport.close()
+        return hung_up
+
+    def resume(self) -> None:
+        """Our turn (or the drain): read the next request, which usually waits buffered."""
+        self.parked = False
+        if not self.transport.is_closing():
+            self._arm(self.header_timeout_s, self._head_too_slow)
+            self.flow.resume_reading()
+
     # -- deadlines ------------------------------------------------------------
+    # One timer per connection, moved only when a deadline comes earlier: arming
+    # happens twice per request, and a fresh loop timer each time cost ~8% of the
+    # CPU of a refusal under overload (py-spy, docs/reliability.md).
     def _arm(self, seconds: float, expired: Any) -> None:
-        if self._deadline is not None:
-            self._deadline.cancel()
-        self._deadline = self.loop.call_later(seconds, expired)
+        self._deadline_at = self.loop.time() + seconds
+        self._expired = expired
+        if self._timer is not None and self._timer_at <= self._deadline_at:
+            return  # it fires first and re-arms itself for what is left
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = self._deadline_at
+        self._timer = self.loop.call_at(self._timer_at, self._deadline_passed)
 
     def _disarm(self) -> None:
-        if self._deadline is not None:
-            self._deadline.cancel()
-            self._deadline = None
+        self._expired = None
+
+    def _deadline_passed(self) -> None:
+        self._timer = None
+        if self._expired is None:
+            return
+        if self._deadline_at > self.loop.time():
+            self._timer_at = self._deadline_at
+            self._timer = self.loop.call_at(self._timer_at, self._deadline_passed)
+            return
+        expired, self._expired = self._expired, None
+        expired()
 
     def _head_too_slow(self) -> None:
-        self._deadline = None
         if not self.transport.is_closing():
             self.transport.close()
 
     def _body_too_slow(self) -> None:
-        self._deadline = None
         self.body_timed_out = True
         if self.transport.is_closing():
             return
-        if self.cycle is not None and not self.cycle.response_started:
+        if self.shed is None and self.cycle is not None and not self.cycle.response_started:
             error = RequestTimeout(
                 f"the request body did not arrive within {self.body_timeout_s:g} s"
             )
             self.transport.write(raw_error(error))
         self.transport.close()
+
+    # -- shedding at the request head -------------------------------------------
+    def _refusal(self) -> Refusal | None:
+        """Why this request is answered now without the app, or None to run it."""
+        if self.cycle is not None and not self.cycle.response_complete:
+            return None  # pipelined behind an answer in progress: the app's admission decides
+        gate = self.gate
+        if self.url.partition(b"?")[0].rstrip(b"/") in _PROBES:
+            gate.shedder.forget(self)  # a slot kept for this connection goes to the next
+            return None  # probes are how operators see an overloaded or draining process
+        if gate.lifecycle.draining:
+            return gate.refusals.draining
+        if len(self.connections) > gate.max_connections:
+            return gate.refusals.connections
+        if not gate.shedder.admit(self):
+            return gate.refusals.busy
+        self._holds_slot = True
+        return None
+
+    def _refuse(self, refusal: Refusal) -> None:
+        """Answer with prepared bytes; the body that follows is read and dropped."""
+        close = (
+            refusal.close
+            or self.expect_100_continue  # the client waits before sending its body: close
+            or self.parser.get_http_version() != "1.1"
+            or not self.parser.should_keep_alive()
+        )
+        self.transport.write(refusal.close_bytes if close else refusal.keep_bytes)
+        self.shed, self.shed_close = refusal, close
+        metrics = self.gate.metrics
+        if metrics is not None:
+            error = refusal.error
+            metrics.rejected(error.reason)
+            method = self.parser.get_method().decode("ascii", "replace")
+            metrics.request_done(UNMATCHED, method, error.status_code, 0.0)
+
+    def _start_asgi_task(self, cycle: Any, app: Any) -> None:
+        if self._holds_slot:  # the slot is given back when the app is done with the request
+            self._holds_slot = False
+            run_asgi, shedder = cycle.run_asgi, self.gate.shedder
+
+            async def run_then_release(app: Any) -> None:
+                try:
+                    await run_asgi(app)
+                finally:
+                    shedder.finished()
+
+            cycle.run_asgi = run_then_release
+        super()._start_asgi_task(cycle, app)
 
     # -- uvicorn's callbacks -------------------------------------------------------
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -95,62 +242,225 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
+        self.requests_begun += 1
         self.body_timed_out = False
+        self.shed = None
         self._arm(self.header_timeout_s, self._head_too_slow)
 
     def on_headers_complete(self) -> None:
         self._arm(self.body_timeout_s, self._body_too_slow)
+        refusal = self._refusal()
+        if refusal is not None:
+            self._refuse(refusal)
+            return
         super().on_headers_complete()
         self.scope["extensions"] = {CONNECTION_GUARD: self}  # type: ignore[dict-item]
 
+    def on_body(self, body: bytes) -> None:
+        if self.shed is None:
+            super().on_body(body)
+
     def on_message_complete(self) -> None:
         self._disarm()
-        super().on_message_complete()
+        if self.shed is None:
+            super().on_message_complete()
+            return
+        # A refused request, read to its end: close, or wait for a turn without reading.
+        if self.shed_close:
+            self.transport.close()
+        elif self.shed is self.gate.refusals.busy and not self.parked:
+            self.parked = True
+            self.flow.pause_reading()
+            self.gate.shedder.park(self)
+        else:
+            self._arm(self.header_timeout_s, self._head_too_slow)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         super().connection_lost(exc)
+        self.gate.shedder.forget(self)
+
+    def last_answer_closes(self) -> None:
+        """Draining: the answer in progress will carry `Connection: close`."""
+        if self.cycle is not None and not self.cycle.response_complete:
+            self.cycle.keep_alive = False
+
+    def idle(self) -> bool:
+        """No request in progress: closing now cuts nothing (but one that never began waits)."""
+        return (self.cycle is None or self.cycle.response_complete) and not self.pipeline
 
 
-class ConnectionLimit:
-    """Past `limit` open connections, answer 503 and close instead of queueing more."""
+# -- the listening socket's side of the drain -------------------------------------------
+SO_ATTACH_FILTER = getattr(socket, "SO_ATTACH_FILTER", 26)  # Linux <asm-generic/socket.h>
+_DROP_ALL = struct.pack("HBBI", 0x06, 0, 0, 0)  # one classic BPF instruction: `ret #0`
 
-    def __init__(self, app: ASGIApp, connections: set[Any], limit: int) -> None:
-        self.app = app
-        self.connections = connections
-        self.limit = limit
-        self.error = ShuttingDown("too many connections; retry in a second")
-        self.error.headers["Connection"] = "close"
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and len(self.connections) >= self.limit:
-            await send_error(send, self.error)
-            return
-        await self.app(scope, receive, send)
+def stop_queueing(sock: socket.socket) -> bool:
+    """Attach a drop-all classic BPF filter: the kernel queues no new connection on `sock`.
+
+    A SYN that arrives afterwards is dropped (its client retries it), so once the
+    socket closes that client is refused cleanly instead of being accepted by the
+    kernel and then reset after it wrote its request. Connections already queued
+    stay queued and can still be accepted. False where the option is unavailable
+    (not Linux): the caller closes after answering the queue, with a small race.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    program = ctypes.create_string_buffer(_DROP_ALL)
+    fprog = struct.pack("HL", 1, ctypes.addressof(program))  # struct sock_fprog
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
+    except OSError as error:
+        log.warning("cannot attach the drop-all filter", extra={"error": str(error)})
+        return False
+    return True
+
+
+class Acceptor:
+    """Accepts the connections the kernel queued on a listening socket, all of them.
+
+    uvicorn hands the socket to uvloop, which under load accepted about one
+    connection per event-loop turn: at 1,024 connections ~380 waited in the
+    kernel's queue and drained at ~10/s, so their first answers took up to 9 s
+    (wrk counted timeouts; docs/reliability.md). Here every readiness event
+    accepts up to `BATCH` connections, and the drain can empty the queue exactly.
+    """
+
+    BATCH = 1024  # per event: a storm of connects still leaves room for requests
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        protocol_factory: Any,
+        loop: asyncio.AbstractEventLoop,
+        backlog: int,
+    ) -> None:
+        self.sock = sock
+        self.protocol_factory = protocol_factory
+        self.loop = loop
+        self.accepting = False
+        self.pending: set[asyncio.Task[Any]] = set()  # accepted, protocol not made yet
+        sock.setblocking(False)
+        sock.listen(backlog)
+
+    def start(self) -> None:
+        self.loop.add_reader(self.sock.fileno(), self.accept, self.BATCH)
+        self.accepting = True
+
+    def stop(self) -> None:
+        if self.accepting:
+            self.loop.remove_reader(self.sock.fileno())
+            self.accepting = False
+
+    def accept(self, limit: int | None = None) -> bool:
+        """Accept up to `limit` queued connections (None: all); True once the queue is empty."""
+        count = 0
+        while limit is None or count < limit:
+            try:
+                connection, _ = self.sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return True
+            except ConnectionAbortedError:
+                continue
+            except OSError as error:  # out of file descriptors: retry in a moment
+                log.warning("accept failed", extra={"error": str(error)})
+                self.stop()
+                self.loop.call_later(0.1, self.start)
+                return False
+            count += 1
+            connection.setblocking(False)
+            connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            task = self.loop.create_task(
+                self.loop.connect_accepted_socket(self.protocol_factory, connection)
+            )
+            self.pending.add(task)
+            task.add_done_callback(self._connected)
+        return False
+
+    def _connected(self, task: asyncio.Task[Any]) -> None:
+        self.pending.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.info("connection failed at once", extra={"error": str(task.exception())})
 
 
 class MnistServer(uvicorn.Server):
-    def __init__(self, config: ServerConfig, *, lifecycle: Lifecycle, settings: Settings):
-        super().__init__(config)
-        self.lifecycle = lifecycle
-        self.settings = settings
-        self._drain: asyncio.Task[None] | None = None
+    POLL_S = 0.005  # waiting for connections to send their request: no event for it
 
-    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+    def __init__(
+        self,
+        config: ServerConfig,
+        *,
+        lifecycle: Lifecycle,
+        shedder: LoadShedder,
+        settings: Settings,
+        stop_requested: Callable[[], bool] | None = None,
+        handlers_ready: Callable[[], None] | None = None,
+    ) -> None:
+        super().__init__(config)
+        self.stop_requested = stop_requested
+        self.handlers_ready = handlers_ready
+        # A supervised worker (it reports its handlers) watches its parent.
+        self.supervisor_pid = os.getppid() if handlers_ready is not None else None
+        self._absorb_signal = False
+        self.lifecycle = lifecycle
+        self.shedder = shedder
+        self.settings = settings
+        self.acceptors: list[Acceptor] = []
+        self._drain: asyncio.Task[None] | None = None
+        self.clean = True
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        """uvicorn's startup, with our `Acceptor` on each socket instead of uvloop's server."""
+        assert sockets, "serve_worker always passes the bound sockets"
+        await self.lifespan.startup()
+        if self.lifespan.should_exit:
+            raise SystemExit(STARTUP_FAILURE)
         config = self.config
-        if not config.loaded:
-            config.load()
-        config.loaded_app = ConnectionLimit(
-            config.loaded_app, self.server_state.connections, self.settings.max_connections
-        )
-        await super().serve(sockets)
+
+        def create_protocol() -> asyncio.Protocol:
+            return config.http_protocol_class(  # type: ignore[call-arg]
+                config=config, server_state=self.server_state, app_state=self.lifespan.state
+            )
+
+        loop = asyncio.get_running_loop()
+        self.servers = []
+        self.acceptors = [Acceptor(s, create_protocol, loop, config.backlog) for s in sockets]
+        for acceptor in self.acceptors:
+            acceptor.start()
+        self.started = True
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        for acceptor in self.acceptors:  # before uvicorn closes the sockets
+            acceptor.stop()
+        await super().shutdown(sockets)
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        with super().capture_signals():
+            # A signal that came before our handlers existed was recorded (by `main`,
+            # or by the supervisor, which signals a worker only once it says it can
+            # take one): it drains now.
+            if self.handlers_ready is not None:
+                self.handlers_ready()
+            requested = self.stop_requested is not None and self.stop_requested()
+            if requested and not self.lifecycle.draining:
+                self.lifecycle.begin_drain()
+                # The signal forwarded with the event may still arrive: the same stop.
+                self._absorb_signal = True
+            yield
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         """SIGTERM/SIGINT: drain first; a second signal stops at once.
 
-        A signal handler may only set flags: admission and readiness see
+        A signal handler may only set flags: the protocol and readiness see
         `draining` at once, and the next tick of uvicorn's main loop (every
         0.1 s) starts the drain itself."""
+        if self._absorb_signal:
+            self._absorb_signal = False
+            return
         if self.lifecycle.draining:
             self.force_exit = True
             self.should_exit = True
@@ -158,20 +468,75 @@ class MnistServer(uvicorn.Server):
         self.lifecycle.begin_drain()
 
     async def on_tick(self, counter: int) -> bool:
+        orphaned = self.supervisor_pid is not None and os.getppid() != self.supervisor_pid
+        if orphaned and not self.lifecycle.draining:
+            # The supervisor died without forwarding a signal (SIGKILL, OOM): drain
+            # rather than serve on, orphaned, holding the port.
+            log.warning("supervisor gone; draining")
+            self.lifecycle.begin_drain()
         if self.lifecycle.draining and self._drain is None and not self.should_exit:
             self._drain = asyncio.create_task(self.drain())
         return await super().on_tick(counter)
 
     async def drain(self) -> None:
+        """The shutdown sequence, in order. Each step's why:
+
+        1. readiness off, new requests 503 + `Connection: close` (done by the signal):
+           load balancers stop sending, clients go elsewhere; answers already being
+           worked on will close their connection too;
+        2. the drain delay: the listener stays open while load balancers notice;
+        3. stop queueing connections (drop-all filter): nobody new can be accepted
+           by the kernel and then cut off when the socket closes;
+        4. answer the queue: connections the kernel already accepted are accepted
+           and answered 503 until none is left;
+        5. finish in-flight work (and let connections that just arrived send their
+           request and get its answer);
+        6. close: uvicorn closes the listener, then the idle connections (only
+           between requests), and the lifespan drains the batchers.
+        Steps 2-5 share `shutdown_grace_s`.
+        """
         started = time.monotonic()
         settings = self.settings
+        deadline = started + settings.shutdown_grace_s
         log.info("draining", extra={"accepted": self.lifecycle.accepted})
-        idle = await self.lifecycle.wait_idle(settings.shutdown_grace_s)
-        remaining_delay = settings.drain_delay_s - (time.monotonic() - started)
-        if remaining_delay > 0:
-            await asyncio.sleep(remaining_delay)  # let load balancers see "not ready"
-        log.info("drained", extra={"idle": idle, "seconds": round(time.monotonic() - started, 3)})
-        self.should_exit = True
+        self.shedder.drain()  # 1.
+        for connection in list(self.server_state.connections):
+            if isinstance(connection, GuardedHttpToolsProtocol):
+                connection.last_answer_closes()
+        await asyncio.sleep(min(settings.drain_delay_s, settings.shutdown_grace_s))  # 2.
+        filtered = all([stop_queueing(a.sock) for a in self.acceptors])  # 3.
+        for acceptor in self.acceptors:  # 4. (their requests get the drain's 503)
+            acceptor.accept(limit=None)
+            acceptor.stop()
+        idle = await self._finish_in_flight(deadline)  # 5.
+        self.clean = idle
+        log.info(
+            "drained",
+            extra={
+                "idle": idle,
+                "filtered": filtered,
+                "seconds": round(time.monotonic() - started, 3),
+            },
+        )
+        self.should_exit = True  # 6. uvicorn's shutdown
+
+    async def _finish_in_flight(self, deadline: float) -> bool:
+        """Admitted requests answered, and every connection either closed or between
+        requests after at least one (a fresh one is given time to send its request)."""
+        idle = await self.lifecycle.wait_idle(max(0.0, deadline - time.monotonic()))
+        fresh_until = min(deadline, time.monotonic() + self.settings.header_timeout_s)
+        while time.monotonic() < fresh_until:
+            waiting = [
+                c
+                for c in self.server_state.connections
+                if isinstance(c, GuardedHttpToolsProtocol)
+                and not c.transport.is_closing()
+                and (c.requests_begun == 0 or not c.idle())
+            ]
+            if not waiting and not any(a.pending for a in self.acceptors):
+                break
+            await asyncio.sleep(self.POLL_S)
+        return idle
 
 
 def bind_listener(host: str, port: int) -> socket.socket:
@@ -190,23 +555,52 @@ def bind_listener(host: str, port: int) -> socket.socket:
     return sock
 
 
-def serve_worker(settings: Settings, sockets: list[socket.socket]) -> None:
-    """One worker process: build the app, serve it on `sockets` until a signal drains it."""
+def serve_worker(
+    settings: Settings,
+    sockets: list[socket.socket],
+    stop: Any | None = None,
+    armed: Any | None = None,
+) -> None:
+    """One worker process: build the app, serve it on `sockets` until a signal drains it.
+
+    `stop`: an event set by a signal that came before the server's handlers existed
+    (`main`'s, or the supervisor's). `armed`: an event this worker sets once it has
+    its handlers; until then the supervisor does not signal it. Exits 0 after a
+    clean drain, 1 when in-flight work outlasted the grace period."""
     from service.app import create_app
     from service.logs import configure_logging
 
     configure_logging(settings.log_level)
     lifecycle = Lifecycle()
+    shedder = LoadShedder(settings.max_concurrent_requests)
     app = create_app(settings, lifecycle=lifecycle)
     config = ServerConfig(
         app,
         settings=settings,
+        lifecycle=lifecycle,
+        shedder=shedder,
+        metrics=app.metrics,
         loop="uvloop",
         http=GuardedHttpToolsProtocol,
         lifespan="on",
         access_log=False,
         log_config=None,
-        timeout_graceful_shutdown=int(settings.shutdown_grace_s) + 1,
+        # The kernel's accept queue holds a burst of new connections until the loop
+        # accepts them; a shorter one drops SYNs, and clients wait a second to retry.
+        backlog=settings.max_connections,
+        # After our drain (which had `shutdown_grace_s`) only idle connections are left:
+        # uvicorn closes them; tasks still running then are cancelled. Keeps SIGKILL away.
+        timeout_graceful_shutdown=UVICORN_SHUTDOWN_S,
         timeout_keep_alive=5,
     )
-    MnistServer(config, lifecycle=lifecycle, settings=settings).run(sockets=sockets)
+    server = MnistServer(
+        config,
+        lifecycle=lifecycle,
+        shedder=shedder,
+        settings=settings,
+        stop_requested=stop.is_set if stop is not None else None,
+        handlers_ready=armed.set if armed is not None else None,
+    )
+    server.run(sockets=sockets)
+    if not server.clean:
+        raise SystemExit(1)

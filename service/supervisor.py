@@ -14,38 +14,62 @@ import multiprocessing
 import os
 import signal
 import socket
+import threading
 from multiprocessing.connection import wait
 from multiprocessing.process import BaseProcess
 from types import FrameType
+from typing import Any
 
 from service.config import Settings
-from service.server import serve_worker
+from service.server import STARTUP_FAILURE, serve_worker
 
 log = logging.getLogger("service.supervisor")
-STARTUP_FAILURE = 3  # uvicorn's exit code when the lifespan (model load) fails
 
 
-def run_workers(settings: Settings, listener: socket.socket, workers: int) -> int:
-    """Run `workers` processes until a signal stops them; the exit code to return."""
+def run_workers(
+    settings: Settings, listener: socket.socket, workers: int, early: threading.Event
+) -> int:
+    """Run `workers` processes until a signal stops them; the exit code to return.
+
+    `early`: set if a signal came before this function installed its handlers."""
     context = multiprocessing.get_context("spawn")
+    # A signal during a worker's start used to kill it by the default action (exit
+    # -15, so we exited 1). Now a worker is signalled only once it says its handlers
+    # exist (`armed`); one still starting reads `stop` when it gets there. `stop` is
+    # set before `armed` is read, and a worker sets `armed` before reading `stop`:
+    # one of the two always sees the other.
+    stop = context.Event()
+    armed: dict[int, Any] = {}
 
     def start() -> BaseProcess:
-        process = context.Process(target=serve_worker, args=(settings, [listener]), daemon=False)
+        ready = context.Event()
+        process = context.Process(
+            target=serve_worker, args=(settings, [listener], stop, ready), daemon=False
+        )
         process.start()
+        assert process.pid is not None
+        armed[process.pid] = ready
         return process
 
-    processes = [start() for _ in range(workers)]
+    processes: list[BaseProcess] = []
     stopping = False
 
     def forward(signum: int, frame: FrameType | None) -> None:
         nonlocal stopping
         stopping = True
+        stop.set()
         for process in processes:
-            if process.pid is not None and process.exitcode is None:
-                os.kill(process.pid, signum)
+            pid = process.pid
+            if pid is not None and process.exitcode is None and armed[pid].is_set():
+                os.kill(pid, signum)
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
+    if early.is_set():
+        forward(signal.SIGTERM, None)
+    for _ in range(workers):
+        if not stopping:
+            processes.append(start())
     while True:
         running = [p for p in processes if p.exitcode is None]
         if not running:

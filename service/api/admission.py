@@ -62,7 +62,9 @@ class Admission:
         if path in PROBE_PATHS:
             return None
         if self.lifecycle.draining:
-            return ShuttingDown()
+            error = ShuttingDown()
+            error.headers["Connection"] = "close"  # its last answer: clients go elsewhere
+            return error
         if self.lifecycle.accepted >= self.max_concurrent:
             return TooManyRequests()
         declared = header(scope, b"content-length")

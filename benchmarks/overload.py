@@ -1,0 +1,284 @@
+"""Overload: 1,024 and 4,096 connections against one worker with its shipped defaults.
+
+    python -m benchmarks.overload                      # 32, 1024, 4096 connections, 10 s each
+    python -m benchmarks.overload --connections 32,1024 --seconds 5
+
+One `mnist-serve` (1 worker, defaults) pinned to core 1, wrk (1 thread, keep-alive
+connections posting 28x28 PNGs, `--timeout 5s`) pinned to core 0, as in
+`benchmarks.run`. The 32-connection rate is measured before and after the
+overload runs; their mean is the capacity the goodput ratio compares with.
+
+N connections means N in total: wrk's N - 16 and the probe's 16 (so 4,096 stays
+within the worker's default `MNIST_MAX_CONNECTIONS` of 4,096). wrk counts answers
+by status and socket errors (connect/read/write: clients that
+got no HTTP answer) and timeouts, but cannot time answers by status. So during
+each run a probe (16 keep-alive connections in this process, part of the load)
+times every answer it gets: the refusal (429/503) latency percentiles come from
+it. The server's CPU per refusal is what the run used beyond its successes,
+each costed at the 32-connection CPU per success:
+(server CPU - successes x CPU per success) / refusals. After the spike, /readyz
+and one prediction are checked (ready and correct).
+
+Writes `--out/<name>.json` and `<name>.md` (default benchmarks/results/overload.*).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import resource
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+
+from benchmarks.bodies import write_bodies
+from benchmarks.run import CLIENT_CPU, SERVER_CPU, machine
+from benchmarks.server import ROOT, Server, start_server, stop_servers_on_sigterm
+from benchmarks.wrk import WrkResult, run_wrk
+from evaluation.loadgen import Result, build_request, closed_loop, host_port, percentile
+from evaluation.samples import SEVEN_PNG
+
+STATUS_SCRIPT = Path(__file__).with_name("wrk_status.lua")
+WRK_TIMEOUT_S = 5.0
+PROBES = 16
+REFUSED = (429, 503)
+
+
+def raise_file_limit(needed: int) -> int:
+    """4,096 connections need more descriptors than the usual 1,024 (wrk and the
+    server inherit this process's limit); raise the soft limit up to the hard one."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = hard if hard != resource.RLIM_INFINITY else max(soft, needed)
+    if soft < wanted:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+class Probe:
+    """Closed-loop keep-alive clients beside wrk, timing every answer by status."""
+
+    def __init__(self, url: str, connections: int) -> None:
+        self.host, self.port = host_port(url)
+        self.connections = connections
+        self.results: list[Result] = []
+        self._thread: threading.Thread | None = None
+
+    def start(self, seconds: float) -> None:
+        request = build_request("/v1/predict", SEVEN_PNG, "image/png")
+
+        def run() -> None:
+            run = asyncio.run(
+                closed_loop(
+                    self.host,
+                    self.port,
+                    request,
+                    concurrency=self.connections,
+                    duration_s=seconds,
+                )
+            )
+            self.results = run.results
+
+        self._thread = threading.Thread(target=run, name="probe", daemon=True)
+        self._thread.start()
+
+    def join(self, timeout_s: float) -> None:
+        assert self._thread is not None
+        self._thread.join(timeout_s)
+
+    def summary(self) -> dict[str, Any]:
+        refused = [r.latency_s for r in self.results if r.status in REFUSED]
+        ok = [r.latency_s for r in self.results if r.status == 200]
+        codes = Counter(str(r.status) if r.status else str(r.error) for r in self.results)
+
+        def ms(values: list[float], fraction: float) -> float | None:
+            return round(1000 * percentile(values, fraction), 2) if values else None
+
+        return {
+            "codes": dict(codes),
+            "refusals_timed": len(refused),
+            "refusal_p50_ms": ms(refused, 0.50),
+            "refusal_p90_ms": ms(refused, 0.90),
+            "refusal_p99_ms": ms(refused, 0.99),
+            "refusal_max_ms": ms(refused, 1.0),
+            "ok_p50_ms": ms(ok, 0.50),
+            "ok_p99_ms": ms(ok, 0.99),
+        }
+
+
+def after_spike(server: Server) -> dict[str, Any]:
+    """Ready and correct right after the load stopped: /readyz, then one prediction,
+    retried after `Retry-After` while the work the spike left behind is finished."""
+    started = time.perf_counter()
+    ready = httpx.get(f"{server.url}/readyz", timeout=10).status_code
+    statuses = []
+    for _ in range(5):
+        answer = httpx.post(
+            f"{server.url}/v1/predict",
+            content=SEVEN_PNG,
+            headers={"Content-Type": "image/png"},
+            timeout=10,
+        )
+        statuses.append(answer.status_code)
+        if answer.status_code not in REFUSED:
+            break
+        time.sleep(float(answer.headers.get("retry-after", "1")))  # as a client should
+    return {
+        "readyz": ready,
+        "predict_statuses": statuses,
+        "digit": answer.json().get("digit") if answer.status_code == 200 else None,
+        "first_answers_ms": round(1000 * (time.perf_counter() - started), 1),
+    }
+
+
+def one_run(server: Server, body_dir: Path, connections: int, seconds: float) -> dict[str, Any]:
+    probe = Probe(server.url, PROBES)
+    probe.start(seconds)
+    wrk = run_wrk(
+        f"{server.url}/v1/predict",
+        server_pid=server.process.pid,
+        connections=connections - PROBES,  # the probe's connections count in the total
+        seconds=seconds,
+        body_dir=body_dir,
+        cpus=CLIENT_CPU,
+        timeout_s=WRK_TIMEOUT_S,
+        script=STATUS_SCRIPT,
+    )
+    probe.join(WRK_TIMEOUT_S + 10)
+    return {"wrk": wrk, "probe": probe.summary(), "after": after_spike(server)}
+
+
+def successes(run: dict[str, Any]) -> int:
+    """200 answers of wrk and the probe together."""
+    wrk: WrkResult = run["wrk"]
+    return int(wrk.statuses.get("200", 0)) + int(run["probe"]["codes"].get("200", 0))
+
+
+def row(connections: int, run: dict[str, Any], ok_cpu_s: float, capacity: float) -> dict[str, Any]:
+    wrk: WrkResult = run["wrk"]
+    probe = run["probe"]
+    codes = Counter(wrk.statuses)
+    codes.update(probe["codes"])
+    ok = successes(run)
+    refused = sum(codes.get(str(s), 0) for s in REFUSED)
+    seconds = wrk.seconds
+    refusal_cpu_s = wrk.server_cpu_s - ok * ok_cpu_s
+    return {
+        "connections": connections,
+        "seconds": round(seconds, 2),
+        "codes": dict(sorted(codes.items())),
+        # connect/read/write errors seen by wrk, and transport errors seen by the probe
+        "socket_errors": wrk.socket_errors + sum(v for k, v in codes.items() if not k.isdigit()),
+        "timeouts": wrk.timeouts,
+        "ok_per_s": round(ok / seconds, 1),
+        "goodput_ratio": round(ok / seconds / capacity, 3) if capacity else None,
+        "refused_per_s": round(refused / seconds, 1),
+        "server_cpu_s": wrk.server_cpu_s,
+        "cpu_us_per_refusal": round(1e6 * refusal_cpu_s / refused, 1) if refused else None,
+        "wrk_p50_ms": wrk.p50_ms,
+        "wrk_p99_ms": wrk.p99_ms,
+        **{k: v for k, v in probe.items() if k != "codes"},
+        "after_spike": run["after"],
+    }
+
+
+def markdown(results: dict[str, Any]) -> str:
+    lines = [
+        f"# Overload: {results['command']}",
+        "",
+        f"Machine: {results['machine']['cpu']}, {results['machine']['cores']} cores, load "
+        f"{results['machine']['load_average']} -> {results['machine']['load_average_after']}; "
+        f"{results['machine']['pinning']}; file limit {results['file_limit']}.",
+        f"Capacity (32 connections, before/after): {results['capacity_runs_ok_per_s']} ok/s, "
+        f"server CPU per success {results['cpu_us_per_success']} µs.",
+        "",
+        "| connections | codes | socket errors | timeouts | ok/s | goodput | refusal p50 / p99 ms "
+        "| CPU µs / refusal | after the spike |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results["runs"]:
+        after = r["after_spike"]
+        lines.append(
+            f"| {r['connections']} | {r['codes']} | {r['socket_errors']} | {r['timeouts']} | "
+            f"{r['ok_per_s']} | {r['goodput_ratio']}x | {r['refusal_p50_ms']} / "
+            f"{r['refusal_p99_ms']} | {r['cpu_us_per_refusal']} | readyz {after['readyz']}, "
+            f"predict {after['predict_statuses']} digit {after['digit']} "
+            f"in {after['first_answers_ms']} ms |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.overload", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument("--connections", default="1024,4096", help="overload points")
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    parser.add_argument(
+        "--service-dir",
+        type=Path,
+        help="serve the `service` package of another checkout (before/after)",
+    )
+    parser.add_argument("--name", default="overload")
+    parser.add_argument(
+        "--env", action="append", default=[], help="MNIST_X=value for the server (repeatable)"
+    )
+    options = parser.parse_args(argv)
+    stop_servers_on_sigterm()
+    points = [int(c) for c in options.connections.split(",")]
+    file_limit = raise_file_limit(2 * max(points) + 256)
+    results: dict[str, Any] = {
+        "command": " ".join(["python -m benchmarks.overload", *(argv or sys.argv[1:])]),
+        "machine": machine(),
+        "file_limit": file_limit,
+        "settings": {"seconds": options.seconds, "wrk_timeout_s": WRK_TIMEOUT_S, "probes": PROBES},
+    }
+    with tempfile.TemporaryDirectory(prefix="mnist-overload-") as scratch:
+        work = Path(scratch)
+        body_dir = write_bodies(work / "bodies")["png"].folder
+        env = dict(item.split("=", 1) for item in options.env)
+        server = start_server(
+            "service",
+            [],
+            cpus=SERVER_CPU,
+            env=env,
+            log_dir=work / "logs",
+            cwd=options.service_dir,
+        )
+        os.sched_setaffinity(0, {int(CLIENT_CPU)})  # the probe shares wrk's core, not the server's
+        try:
+            run_wrk(server.url + "/v1/predict", connections=32, seconds=2, body_dir=body_dir)
+            before = one_run(server, body_dir, 32, options.seconds)
+            overloaded = {c: one_run(server, body_dir, c, options.seconds) for c in points}
+            after = one_run(server, body_dir, 32, options.seconds)
+        finally:
+            server.stop()
+    base = [before, after]
+    capacity = statistics.mean(successes(r) / r["wrk"].seconds for r in base)
+    ok_cpu_s = sum(r["wrk"].server_cpu_s for r in base) / max(1, sum(successes(r) for r in base))
+    results["capacity_runs_ok_per_s"] = [round(successes(r) / r["wrk"].seconds, 1) for r in base]
+    results["cpu_us_per_success"] = round(1e6 * ok_cpu_s, 1)
+    runs = [(32, before), *overloaded.items(), (32, after)]
+    results["runs"] = [row(c, run, ok_cpu_s, capacity) for c, run in runs]
+    results["machine"]["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
+    options.out.mkdir(parents=True, exist_ok=True)
+    (options.out / f"{options.name}.json").write_bytes(
+        orjson.dumps(results, option=orjson.OPT_INDENT_2)
+    )
+    report = markdown(results)
+    (options.out / f"{options.name}.md").write_text(report)
+    print(report)
+    print(f"wrote {options.out / options.name}.json and .md")
+
+
+if __name__ == "__main__":
+    main()

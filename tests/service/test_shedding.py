@@ -1,0 +1,86 @@
+"""The load shedder's turns, with fake connections: who is admitted, refused, woken."""
+
+from __future__ import annotations
+
+from service.shedding import LoadShedder
+
+
+class Connection:
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.resumed = 0
+        self.closed = False
+
+    def resume(self) -> None:
+        self.resumed += 1
+
+    def gone(self) -> bool:
+        return self.closed
+
+
+def test_admits_up_to_the_limit_then_refuses() -> None:
+    shedder = LoadShedder(limit=2)
+    a, b, c = Connection("a"), Connection("b"), Connection("c")
+    assert shedder.admit(a) and shedder.admit(b)
+    assert not shedder.admit(c)
+    shedder.finished()
+    assert shedder.admit(c)  # a slot freed and nobody waits: admitted
+
+
+def test_parked_connections_get_freed_slots_first_come_first_served() -> None:
+    shedder = LoadShedder(limit=1)
+    holder, first, second, newcomer = (Connection(n) for n in ("h", "1", "2", "n"))
+    assert shedder.admit(holder)
+    for parked in (first, second):
+        assert not shedder.admit(parked)
+        shedder.park(parked)
+    assert (first.resumed, second.resumed) == (0, 0)  # nothing free yet: they wait
+    shedder.finished()  # the holder's request is answered
+    assert (first.resumed, second.resumed) == (1, 0)  # the first in line is woken...
+    assert not shedder.admit(newcomer)  # ...its slot kept from a newcomer...
+    assert shedder.admit(first)  # ...and taken by its next request
+    shedder.finished()
+    assert second.resumed == 1 and shedder.admit(second)
+
+
+def test_a_closed_connection_gives_its_turn_away() -> None:
+    shedder = LoadShedder(limit=1)
+    holder, gone, waiting = Connection("h"), Connection("g"), Connection("w")
+    assert shedder.admit(holder)
+    for parked in (gone, waiting):
+        assert not shedder.admit(parked)
+        shedder.park(parked)
+    gone.closed = True
+    shedder.finished()
+    assert (gone.resumed, waiting.resumed) == (0, 1)  # skipped while parked
+    waiting.closed = True
+    shedder.forget(waiting)  # woken, then closed before its request came
+    assert shedder.admit(Connection("next"))  # the reserved slot is free again
+
+
+def test_drain_wakes_every_parked_connection_and_admits_nobody() -> None:
+    shedder = LoadShedder(limit=1)
+    holder, parked, late = Connection("h"), Connection("p"), Connection("l")
+    assert shedder.admit(holder)
+    assert not shedder.admit(parked)
+    shedder.park(parked)
+    shedder.drain()
+    assert parked.resumed == 1  # its next request gets the drain's 503 at once
+    shedder.finished()
+    assert not shedder.admit(late)
+    shedder.park(late)
+    assert late.resumed == 1
+
+
+def test_a_newcomer_after_the_crowd_left_is_admitted_at_once() -> None:
+    shedder = LoadShedder(limit=1)
+    holder = Connection("h")
+    crowd = [Connection(str(i)) for i in range(3)]
+    assert shedder.admit(holder)
+    for parked in crowd:
+        assert not shedder.admit(parked)
+        shedder.park(parked)
+    for parked in crowd:
+        parked.closed = True  # the spike is over: every waiting client hung up
+    shedder.finished()  # (their turns were skipped here already)
+    assert shedder.admit(Connection("newcomer"))
