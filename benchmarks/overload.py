@@ -43,11 +43,11 @@ import orjson
 from benchmarks.bodies import write_bodies
 from benchmarks.run import CLIENT_CPU, SERVER_CPU, machine
 from benchmarks.server import ROOT, Server, start_server, stop_servers_on_sigterm
-from benchmarks.wrk import WrkResult, run_wrk
+from benchmarks.wrk import STATUS_LUA, WrkResult, run_wrk
 from evaluation.loadgen import Result, build_request, closed_loop, host_port, percentile
 from evaluation.samples import SEVEN_PNG
 
-STATUS_SCRIPT = Path(__file__).with_name("wrk_status.lua")
+STATUS_SCRIPT = STATUS_LUA
 WRK_TIMEOUT_S = 5.0
 PROBES = 16
 REFUSED = (429, 503)

@@ -39,7 +39,7 @@ import numpy as np
 import orjson
 
 from benchmarks.server import ROOT, start_server, stop_servers_on_sigterm
-from benchmarks.wrk import run_wrk
+from benchmarks.wrk import STATUS_LUA, run_wrk
 from evaluation.samples import load_digits
 from evaluation.uploads import build_pool, multipart
 
@@ -270,6 +270,7 @@ def http_points(args: argparse.Namespace, root: Path) -> list[dict[str, Any]]:
                         seconds=args.seconds,
                         body_dir=folder,
                         cpus=CLIENT_CPU,
+                        script=STATUS_LUA,
                     )
                     for _ in range(args.reps)
                 ]
@@ -290,6 +291,8 @@ def http_points(args: argparse.Namespace, root: Path) -> list[dict[str, Any]]:
                     "p50_ms": result.p50_ms,
                     "p99_ms": result.p99_ms,
                     "errors": result.errors,
+                    "statuses": result.statuses,
+                    "socket_errors": result.socket_errors,
                     "reps_images_per_s": [round(run.rps * images) for run in runs],
                 }
                 points.append(point)

@@ -86,9 +86,10 @@ def start_server(
     environment = {**os.environ, "MNIST_MODEL_REPOSITORY": str(ROOT / "models"), **(env or {})}
     environment.pop("PROMETHEUS_MULTIPROC_DIR", None)
     if command is None:
-        # A free gRPC port too: several servers run side by side, never on the default 8001.
-        grpc = [] if "--grpc-port" in args else ["--grpc-port", str(free_port())]
-        argv = [sys.executable, "-m", "service", "--port", str(port), *grpc, *args]
+        # A free gRPC port too: several servers run side by side, never on the default 8001
+        # (by variable: a revision from before gRPC ignores it, a flag would stop it).
+        environment.setdefault("MNIST_GRPC_PORT", str(free_port()))
+        argv = [sys.executable, "-m", "service", "--port", str(port), *args]
     else:
         argv = [part.format(port=port, python=sys.executable) for part in command]
     if cpus is not None:

@@ -87,6 +87,8 @@ def profile_server(
             half = max(int(seconds // 2) - 1, 1)
             common = ["-p", str(server.process.pid), "-r", "500", "--nonblocking", "-d", str(half)]
             subprocess.run([PY_SPY, "record", *common, "-o", str(svg)], capture_output=True)
+            if svg.exists():  # its title holds the command line: no machine paths in docs
+                svg.write_text(svg.read_text().replace(PY_SPY, "py-spy").replace(f"{ROOT}/", ""))
             subprocess.run(
                 [PY_SPY, "record", *common, "-f", "raw", "-o", str(folded)], capture_output=True
             )

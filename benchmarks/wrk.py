@@ -12,6 +12,7 @@ import orjson
 import psutil
 
 LUA = Path(__file__).with_name("wrk_bodies.lua")
+STATUS_LUA = Path(__file__).with_name("wrk_status.lua")  # the same, plus answers by status
 WRK = shutil.which("wrk") or "/usr/bin/wrk"
 
 
