@@ -406,7 +406,7 @@ def test_square_filter_is_scipys_grey_dilation_and_erosion(radius: int, dtype: t
     from service.preprocess.shape import square_filter
 
     rng = np.random.default_rng(radius)
-    image = (rng.random((37, 23)) * 255).astype(dtype)
+    image: np.ndarray = (rng.random((37, 23)) * 255).astype(dtype)
     image[rng.random(image.shape) < 0.4] = 0
     size = (2 * radius + 1,) * 2
     dilated = square_filter(image, radius, np.maximum)
