@@ -33,8 +33,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import orjson
-
+from benchmarks.report import save_results
 from benchmarks.run import CLIENT_CPU, SERVER_CPU, machine
 from benchmarks.server import ROOT, Server, start_server, stop_servers_on_sigterm
 from evaluation.drain_clients import Attempt, Client
@@ -150,13 +149,7 @@ def main(argv: list[str] | None = None) -> None:
             finally:
                 server.stop()
             results["runs"].append(summarize(kind, attempts, signalled, exited, code))
-    options.out.mkdir(parents=True, exist_ok=True)
-    (options.out / f"{options.name}.json").write_bytes(
-        orjson.dumps(results, option=orjson.OPT_INDENT_2)
-    )
-    report = markdown(results)
-    (options.out / f"{options.name}.md").write_text(report)
-    print(report)
+    save_results(options.out, options.name, results, markdown(results))
     print(f"wrote {options.out / options.name}.json and .md")
 
 

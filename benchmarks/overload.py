@@ -38,9 +38,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import orjson
 
 from benchmarks.bodies import write_bodies
+from benchmarks.report import save_results
 from benchmarks.run import CLIENT_CPU, SERVER_CPU, machine
 from benchmarks.server import ROOT, Server, start_server, stop_servers_on_sigterm
 from benchmarks.wrk import STATUS_LUA, WrkResult, run_wrk
@@ -270,13 +270,7 @@ def main(argv: list[str] | None = None) -> None:
     runs = [(32, before), *overloaded.items(), (32, after)]
     results["runs"] = [row(c, run, ok_cpu_s, capacity) for c, run in runs]
     results["machine"]["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
-    options.out.mkdir(parents=True, exist_ok=True)
-    (options.out / f"{options.name}.json").write_bytes(
-        orjson.dumps(results, option=orjson.OPT_INDENT_2)
-    )
-    report = markdown(results)
-    (options.out / f"{options.name}.md").write_text(report)
-    print(report)
+    save_results(options.out, options.name, results, markdown(results))
     print(f"wrote {options.out / options.name}.json and .md")
 
 

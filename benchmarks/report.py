@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib
+import orjson
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
@@ -211,3 +212,11 @@ def write_report(results: dict[str, Any], path: Path, plot_dir: Path, stem: str)
     text = "\n".join(parts) + "\n"
     path.write_text(text)
     return text
+
+
+def save_results(folder: Path, name: str, results: dict[str, Any], markdown: str) -> None:
+    """`<folder>/<name>.json` (every figure) and `.md` (the report), and the report printed."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{name}.json").write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2))
+    (folder / f"{name}.md").write_text(markdown)
+    print(markdown)

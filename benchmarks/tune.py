@@ -21,9 +21,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import orjson
-
 from benchmarks.bodies import write_bodies
+from benchmarks.report import save_results
 from benchmarks.run import CLIENT_CPU, SERVER_CPU, V2_PATH, machine
 from benchmarks.server import ROOT, Server, start_server, stop_servers_on_sigterm
 from benchmarks.wrk import WrkResult, run_wrk
@@ -184,13 +183,7 @@ def main(argv: list[str] | None = None) -> None:
         "reps": options.reps,
         "configs": table,
     }
-    options.out.mkdir(parents=True, exist_ok=True)
-    (options.out / f"{options.name}.json").write_bytes(
-        orjson.dumps(summary, option=orjson.OPT_INDENT_2)
-    )
-    markdown = render(summary)
-    (options.out / f"{options.name}.md").write_text(markdown)
-    print(markdown)
+    save_results(options.out, options.name, summary, render(summary))
 
 
 def render(result: dict[str, Any]) -> str:
