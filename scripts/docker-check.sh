@@ -150,6 +150,27 @@ p99 = float(query("histogram_quantile(0.99, sum by (le) (rate("
 assert p99 == p99 and p99 > 0, "p99 must be a number"
 PY
 
+say "gRPC: unmodified tritonclient.grpc against a replica's published 8001"
+grpc_port=$(docker port "${containers[0]}" 8001 | head -1 | sed 's/.*://')
+python3 - "$grpc_port" <<'PY'
+"""Ready, metadata and one inference over gRPC, the answer checked against the label."""
+import sys
+
+import numpy as np
+import tritonclient.grpc as triton
+
+from evaluation.samples import load_sample
+
+client = triton.InferenceServerClient(f"127.0.0.1:{sys.argv[1]}")
+assert client.is_server_ready() and client.is_model_ready("mnist-mlp")
+digits, labels = load_sample()
+tensor = triton.InferInput("image_u8", [8, 28, 28], "UINT8")
+tensor.set_data_from_numpy(np.ascontiguousarray(digits[:8], dtype=np.uint8))
+answer = client.infer("mnist-mlp", [tensor], client_timeout=10).as_numpy("digit")
+assert [int(d) for d in answer.reshape(-1)] == [int(x) for x in labels[:8]], answer
+print(f"gRPC on port {sys.argv[1]}: ready, 8 digits answered right")
+PY
+
 say "docker stop drains (MNIST_DRAIN_DELAY_S=$MNIST_DRAIN_DELAY_S)"
 victim=${containers[0]}
 port=${ports[0]}
