@@ -43,8 +43,8 @@ def find_digit(mask: np.ndarray, signal: np.ndarray) -> Digit | None:
         rows, cols = boxes[0]
         if max(rows.stop - rows.start, cols.stop - cols.start) < MIN_DIGIT * max(height, width):
             return None
-        whole = (rows.start, rows.stop, cols.start, cols.stop)
-        return Digit(mask, whole, float(signal[mask].max()), whole=True)
+        bounds = (rows.start, rows.stop, cols.start, cols.stop)
+        return Digit(mask, bounds, float(signal[mask].max()), whole=True)
     top = np.array([b[0].start for b in boxes])
     bottom = np.array([b[0].stop for b in boxes])
     left = np.array([b[1].start for b in boxes])

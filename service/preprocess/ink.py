@@ -237,11 +237,12 @@ def ink_direction(offsets: np.ndarray) -> FloatImage:
     least half as far as the farthest (all pixels: a thin digit may be a few dozen).
     For grey images that is just the sign (dark or light ink).
     """
-    if offsets.size == 0:  # nothing but paper: no ink anywhere (blank is decided later)
-        return np.full(offsets.shape[1], 1.0 / np.sqrt(offsets.shape[1]), np.float32)
     distance = np.einsum("ij,ij->i", offsets, offsets)  # squared length; twice .sum(axis=1)'s speed
-    peak = float(distance.max())
-    direction = offsets[distance >= 0.25 * peak].mean(axis=0) if peak > 0 else offsets[0]
+    peak = float(distance.max()) if distance.size else 0.0  # no pixel off the paper at all
+    if peak > 0:
+        direction = offsets[distance >= 0.25 * peak].mean(axis=0)
+    else:
+        direction = np.zeros(offsets.shape[1], dtype=np.float32)
     norm = float(np.sqrt(direction @ direction))
     if norm < 1e-6:  # one flat colour: no ink anywhere (blank is decided later)
         return np.full(offsets.shape[1], 1.0 / np.sqrt(offsets.shape[1]), np.float32)
