@@ -7,12 +7,15 @@ the default delay of 0 it simply takes whatever arrived while the previous
 batch ran. The queue is counted in rows, not requests: a request with 40 images
 may be split across two batches and is answered when its last row is done.
 
-The hand-off is cheap on purpose: the event loop wakes an idle thread once per
-loop turn (not once per request), so everything parsed in that turn forms one
-batch, and the thread hands a finished batch back with ONE call into the loop,
-which then answers every request of that batch. Running onnxruntime in
-the thread keeps the event loop parsing requests meanwhile (`run` releases the
-GIL), and the next batch forms while the current one runs.
+The hand-off is cheap on purpose: the batch is formed once per event-loop turn
+(not once per request), so everything parsed in that turn forms one batch. When
+the model is cheap (the batch's expected cost, from the measured cost per row, is
+under `INLINE_BUDGET_S`) the loop runs that batch itself at the end of the turn:
+no thread wake-up and no hand-back, which a small MLP's ~40 µs call cannot
+afford (two cross-thread wake-ups cost more than the call). A slower model, or
+a batch that would block the loop too long, goes to the inference thread
+instead, which hands it back with ONE call into the loop; running onnxruntime
+there keeps the event loop parsing requests meanwhile (`run` releases the GIL).
 
 Each image is copied once, into the batch buffer (converted to float32 there),
 and results are returned as views of the batch's output.
@@ -43,6 +46,9 @@ from service.errors import (
     ShuttingDown,
 )
 
+# The longest the event loop may spend on one batch itself (see the module docstring):
+# about one canvas decode, so a small model's batch never delays other requests more.
+INLINE_BUDGET_S = 0.001
 InferFn = Callable[[np.ndarray], np.ndarray]
 
 
@@ -100,6 +106,7 @@ class MicroBatcher:
         observer: BatchObserver | None = None,
         merge_requests: bool = True,
         row_size: int = 784,
+        loop_budget_s: float = INLINE_BUDGET_S,
     ) -> None:
         self._infer = infer
         self._max_batch = max_batch_size
@@ -118,6 +125,9 @@ class MicroBatcher:
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopped: asyncio.Future[None] | None = None
+        self._loop_budget = loop_budget_s
+        self._row_seconds = float("inf")  # measured cost per row; unknown: use the thread
+        self._loop_buffer = np.empty((max_batch_size, row_size), dtype=np.float32)
 
     @property
     def queued_rows(self) -> int:
@@ -185,11 +195,31 @@ class MicroBatcher:
 
     # -- event-loop side -------------------------------------------------------
     def _wake(self) -> None:
+        """End of a loop turn with new rows: run them here if cheap, else wake the thread."""
         with self._lock:
             self._wake_scheduled = False
-            if self._idle:
+            if not self._idle:  # the thread is busy and takes these rows next
+                return
+            if not self._cheap_enough():
                 self._idle = False
                 self._wakeup.notify()
+                return
+            batch, dropped, waited = self._take_batch()
+            more = bool(self._queue)  # over one batch's worth: the next runs next turn
+            self._wake_scheduled = more
+        self._run_batch(batch, dropped, waited, self._loop_buffer, on_loop=True)
+        if more:
+            assert self._loop is not None
+            self._loop.call_soon(self._wake)
+
+    def _cheap_enough(self) -> bool:
+        """May the loop run the waiting rows itself? (Called with the lock held.)"""
+        return (
+            self._merge
+            and self._delay <= 0  # a queue delay needs the thread's timed wait
+            and not self._stopping
+            and min(self._queued_rows, self._max_batch) * self._row_seconds <= self._loop_budget
+        )
 
     def _finished(self, request: _Request) -> None:
         if request.timer is not None:
@@ -316,8 +346,15 @@ class MicroBatcher:
         return batch, dropped, waited
 
     def _run_batch(
-        self, batch: list[_Slice], dropped: list[_Request], waited: list[float], buffer: np.ndarray
+        self,
+        batch: list[_Slice],
+        dropped: list[_Request],
+        waited: list[float],
+        buffer: np.ndarray,
+        *,
+        on_loop: bool = False,
     ) -> None:
+        """Infer one batch and answer it: directly on the loop, or with one call into it."""
         rows = sum(piece.stop - piece.start for piece in batch)
         results: np.ndarray | None = None
         error: ServiceError | None = None
@@ -341,6 +378,13 @@ class MicroBatcher:
             except Exception as exc:  # onnxruntime raises its own untyped errors
                 results, error = None, InferenceFailed(f"inference failed for this batch: {exc}")
         seconds = time.perf_counter() - started
+        if rows and error is None:  # a moving average: one slow call does not decide
+            cost = seconds / rows
+            known = self._row_seconds != float("inf")
+            self._row_seconds = 0.8 * self._row_seconds + 0.2 * cost if known else cost
+        if on_loop:
+            self._deliver(batch, results, error, seconds, dropped, waited)
+            return
         assert self._loop is not None
         self._loop.call_soon_threadsafe(
             self._deliver, batch, results, error, seconds, dropped, waited

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import AsyncIterator, Callable
 
 import numpy as np
 import pytest
 
-from service.batching import MicroBatcher
+from service.batching import INLINE_BUDGET_S, MicroBatcher
 from service.errors import (
     DeadlineExceeded,
     InferenceFailed,
@@ -31,6 +32,8 @@ class FakeModel:
 
     def __init__(self) -> None:
         self.calls: list[int] = []
+        self.threads: list[str] = []  # where each batch ran: "MainThread" (the loop) or "inference"
+        self.seconds = 0.0  # how long each call takes (a slow model)
         self.gate: threading.Event | None = None  # set to hold inference until released
         self.entered = threading.Event()  # set when a batch is inside the model
         self.fail_next = False
@@ -40,6 +43,9 @@ class FakeModel:
         if self.gate is not None:
             assert self.gate.wait(5), "test never released the model"
         self.calls.append(len(pixels))
+        self.threads.append(threading.current_thread().name)
+        if self.seconds:
+            time.sleep(self.seconds)  # stands in for a model's compute time, not for syncing
         if self.fail_next:
             self.fail_next = False
             raise RuntimeError("boom")
@@ -64,13 +70,19 @@ async def make_batcher(model: FakeModel) -> AsyncIterator[Callable[..., MicroBat
     made: list[MicroBatcher] = []
 
     def make(**options: float) -> MicroBatcher:
-        settings = {"max_batch_size": 8, "max_queue_delay_s": 0.005, "max_queue_rows": 64}
+        settings = {
+            "max_batch_size": 8,
+            "max_queue_delay_s": 0.005,
+            "max_queue_rows": 64,
+            "loop_budget_s": INLINE_BUDGET_S,  # the service's default
+        }
         settings.update(options)
         batcher = MicroBatcher(
             model,
             max_batch_size=int(settings["max_batch_size"]),
             max_queue_delay_s=settings["max_queue_delay_s"],
             max_queue_rows=int(settings["max_queue_rows"]),
+            loop_budget_s=settings["loop_budget_s"],
         )
         made.append(batcher)
         return batcher
@@ -228,3 +240,53 @@ async def test_unmerged_batcher_makes_one_call_per_request(model: FakeModel) -> 
     await runner.stop()
     with pytest.raises(ShuttingDown):
         await runner.submit(rows(1))
+
+
+async def test_a_cheap_model_runs_on_the_event_loop_still_one_batch_per_turn(
+    make_batcher: Callable[..., MicroBatcher], model: FakeModel
+) -> None:
+    batcher = make_batcher(max_batch_size=8, max_queue_delay_s=0.0, loop_budget_s=1.0)
+    await batcher.start()
+    await batcher.submit(rows(0))  # the first call measures the model: on the thread
+    results = await asyncio.gather(*(batcher.submit(rows(i)) for i in range(1, 6)))
+    assert [int(r[0, 0]) for r in results] == [1, 2, 3, 4, 5]
+    assert model.calls == [1, 5]  # everything submitted in one loop turn: one batch
+    assert model.threads == ["inference", threading.current_thread().name]
+
+
+async def test_rows_over_one_batch_run_on_the_loop_in_later_turns_none_lost(
+    make_batcher: Callable[..., MicroBatcher], model: FakeModel
+) -> None:
+    batcher = make_batcher(max_batch_size=4, max_queue_delay_s=0.0, loop_budget_s=1.0)
+    await batcher.start()
+    await batcher.submit(rows(0))
+    results = await asyncio.gather(*(batcher.submit(rows(i, i)) for i in range(1, 6)))
+    assert [list(r[:, 0]) for r in results] == [[i, i] for i in range(1, 6)]
+    assert model.calls == [1, 4, 4, 2]
+    assert batcher.queued_rows == 0
+
+
+async def test_a_failure_on_the_loop_fails_that_batch_only(
+    make_batcher: Callable[..., MicroBatcher], model: FakeModel
+) -> None:
+    batcher = make_batcher(max_batch_size=8, max_queue_delay_s=0.0, loop_budget_s=1.0)
+    await batcher.start()
+    await batcher.submit(rows(0))
+    model.fail_next = True
+    failed = await asyncio.gather(
+        *(batcher.submit(rows(i)) for i in (1, 2)), return_exceptions=True
+    )
+    assert all(isinstance(r, InferenceFailed) for r in failed)
+    assert int((await batcher.submit(rows(3)))[0, 0]) == 3
+    assert model.threads[1:] == [threading.current_thread().name] * 2
+
+
+async def test_a_slow_model_stays_on_the_inference_thread(
+    make_batcher: Callable[..., MicroBatcher], model: FakeModel
+) -> None:
+    model.seconds = 0.005  # over the loop's budget (1 ms) for one batch
+    batcher = make_batcher(max_batch_size=8, max_queue_delay_s=0.0)
+    await batcher.start()
+    for i in range(3):
+        assert int((await batcher.submit(rows(i)))[0, 0]) == i
+    assert model.threads == ["inference"] * 3
