@@ -39,7 +39,7 @@ from service.config import Settings
 from service.errors import RequestTimeout, ServiceError, ShuttingDown, TooManyRequests
 from service.lifecycle import Lifecycle
 from service.metrics import ServiceMetrics
-from service.shedding import LoadShedder
+from service.shedding import LoadShedder, Waiting
 
 log = logging.getLogger("service.server")
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -110,31 +110,33 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self.parked = False
         self.requests_begun = 0
         self._holds_slot = False
+        self.admitted = False  # this request took one of the shedder's slots
 
     # -- ConnectionGuard and Parkable --------------------------------------------
     def client_gone(self) -> bool:
         return self.transport.is_closing()
 
-    def gone(self) -> bool:
-        """Closed, or (parked, so not read) its client hung up: peek without reading.
+    def peek(self) -> Waiting:
+        """What this parked connection holds, without reading it (`service.shedding`).
 
         A parked connection is not read, so the loop never sees its client leave;
         after a spike thousands of them would each hold a turn for a loop pass."""
         if self.transport.is_closing():
-            return True
+            return Waiting.GONE
         fd = self.transport.get_extra_info("socket").fileno()
         peek = socket.socket(fileno=fd)  # no dup: detached below, never closed here
         try:
             hung_up = peek.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
         except BlockingIOError:
-            hung_up = False  # alive, no request yet
+            return Waiting.IDLE  # alive, nothing sent yet
         except OSError:
             hung_up = True  # reset
         finally:
             peek.detach()
         if hung_up:
             self.transport.close()
-        return hung_up
+            return Waiting.GONE
+        return Waiting.REQUEST
 
     def resume(self) -> None:
         """Our turn (or the drain): read the next request, which usually waits buffered."""
@@ -201,7 +203,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             return gate.refusals.connections
         if not gate.shedder.admit(self):
             return gate.refusals.busy
-        self._holds_slot = True
+        self._holds_slot = self.admitted = True
         return None
 
     def _refuse(self, refusal: Refusal) -> None:
@@ -245,6 +247,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self.requests_begun += 1
         self.body_timed_out = False
         self.shed = None
+        self.admitted = False
         self._arm(self.header_timeout_s, self._head_too_slow)
 
     def on_headers_complete(self) -> None:
@@ -269,11 +272,30 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if self.shed_close:
             self.transport.close()
         elif self.shed is self.gate.refusals.busy and not self.parked:
-            self.parked = True
-            self.flow.pause_reading()
-            self.gate.shedder.park(self)
+            self._park()
         else:
             self._arm(self.header_timeout_s, self._head_too_slow)
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        # Answered while others wait for a turn: go behind them, unread, without a 429.
+        if (
+            self.admitted
+            and not self.parked
+            and not self.pipeline
+            and not self.transport.is_closing()
+            and self.gate.shedder.others_waiting()
+        ):
+            if self.timeout_keep_alive_task is not None:  # waiting in line is not idling
+                self.timeout_keep_alive_task.cancel()
+                self.timeout_keep_alive_task = None
+            self._park()
+
+    def _park(self) -> None:
+        """Stop reading until the shedder gives this connection its turn (`resume`)."""
+        self.parked = True
+        self.flow.pause_reading()
+        self.gate.shedder.park(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()

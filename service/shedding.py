@@ -11,25 +11,42 @@ again by a newcomer that happened to arrive later.
 
 Why park instead of only refusing: clients that retry at once (load generators,
 impatient clients) would otherwise turn every free CPU cycle into another
-refusal, and the refusals would eat the capacity they protect. Parked, each
-such connection costs one cheap refusal per turn, however many there are.
+refusal, and the refusals would eat the capacity they protect. And while others
+wait, a connection whose request was just answered goes to the back of the line
+without a refusal (`wait_turn`): its next request waits, unread, for its turn.
+So a client is refused once, when it arrives at a crowd, not once per request:
+under a sustained spike the worker spends its CPU on answers, not on 429s
+(goodput at 1,024 and 4,096 connections in docs/reliability.md).
+
+At its turn a connection is peeked at, not read: gone ones are skipped, a
+buffered request gets a slot kept for it, an idle one (nothing sent yet) just
+reads again and keeps no slot, so a sleeping client cannot hold capacity.
 
 Knows nothing of HTTP or of uvicorn: a connection is anything with `resume()`
-and `gone()`.
+and `peek()`.
 """
 
 from __future__ import annotations
 
 from collections import deque
+from enum import Enum
 from typing import Protocol
+
+
+class Waiting(Enum):
+    """What a parked connection holds when its turn comes."""
+
+    GONE = "gone"  # closed or reset: its turn is skipped
+    IDLE = "idle"  # open, nothing sent: it reads again, with no slot kept
+    REQUEST = "request"  # its next request is buffered: a slot is kept for it
 
 
 class Parkable(Protocol):
     def resume(self) -> None:
         """Start reading again: the next request (often already buffered) arrives."""
 
-    def gone(self) -> bool:
-        """True once the connection is closed: its turn is skipped."""
+    def peek(self) -> Waiting:
+        """What the connection holds, without reading it."""
 
 
 class LoadShedder:
@@ -72,6 +89,11 @@ class LoadShedder:
         self._parked.append(connection)
         self._hand_out()
 
+    def others_waiting(self) -> bool:
+        """Do connections wait for a turn? Then one just answered should `park` too
+        (after it stops reading), behind them, without a refusal."""
+        return bool(self._parked) and not self._draining
+
     def forget(self, connection: Parkable) -> None:
         """The connection closed: a slot reserved for it goes to the next in line."""
         if connection in self._reserved:
@@ -84,13 +106,15 @@ class LoadShedder:
         self._reserved.clear()
         while self._parked:
             connection = self._parked.popleft()
-            if not connection.gone():
+            if connection.peek() is not Waiting.GONE:
                 connection.resume()
 
     def _hand_out(self) -> None:
         while self._parked and self.held + len(self._reserved) < self.limit:
             connection = self._parked.popleft()
-            if connection.gone():
+            waiting = connection.peek()
+            if waiting is Waiting.GONE:
                 continue
-            self._reserved.add(connection)
+            if waiting is Waiting.REQUEST:
+                self._reserved.add(connection)
             connection.resume()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import gc
 import io
 from collections.abc import Callable
 from typing import Any
@@ -12,6 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from service.app import YOUNG_COLLECTION_THRESHOLD
 from tests.conftest import MODEL_NAME, SERVED_VERSION, png_bytes
 
 
@@ -176,3 +178,10 @@ def test_every_documented_example_gets_a_real_answer(client: TestClient) -> None
             assert answer.status_code == 200, (path, answer.text)
             tried += 1
     assert tried >= 5
+
+
+def test_a_started_worker_collects_young_objects_less_often(client: TestClient) -> None:
+    """After start-up the collector runs every YOUNG_COLLECTION_THRESHOLD net allocations
+    (Python's default, 700, collected every few requests: docs/benchmarks.md)."""
+    assert client.get("/readyz").status_code == 200
+    assert gc.get_threshold()[0] == YOUNG_COLLECTION_THRESHOLD > 700

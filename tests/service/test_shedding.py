@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from service.shedding import LoadShedder
+from service.shedding import LoadShedder, Waiting
 
 
 class Connection:
@@ -10,12 +10,15 @@ class Connection:
         self.name = name
         self.resumed = 0
         self.closed = False
+        self.sent = True  # its next request waits in the socket (a client that retries at once)
 
     def resume(self) -> None:
         self.resumed += 1
 
-    def gone(self) -> bool:
-        return self.closed
+    def peek(self) -> Waiting:
+        if self.closed:
+            return Waiting.GONE
+        return Waiting.REQUEST if self.sent else Waiting.IDLE
 
 
 def test_admits_up_to_the_limit_then_refuses() -> None:
@@ -84,3 +87,43 @@ def test_a_newcomer_after_the_crowd_left_is_admitted_at_once() -> None:
         parked.closed = True  # the spike is over: every waiting client hung up
     shedder.finished()  # (their turns were skipped here already)
     assert shedder.admit(Connection("newcomer"))
+
+
+def test_an_answered_connection_waits_behind_the_line_without_a_refusal() -> None:
+    shedder = LoadShedder(limit=1)
+    holder, parked = Connection("h"), Connection("p")
+    assert shedder.admit(holder)
+    assert not shedder.admit(parked)  # the one refusal: it arrived at a crowd
+    shedder.park(parked)
+    assert shedder.others_waiting()  # so the holder, answered, parks behind it...
+    shedder.park(holder)
+    shedder.finished()
+    assert (parked.resumed, holder.resumed) == (1, 0)  # ...and the line goes first
+    assert shedder.admit(parked)
+    assert shedder.others_waiting()  # the holder waits now: the next answered goes behind it
+    shedder.finished()
+    assert holder.resumed == 1 and shedder.admit(holder)  # its request, never refused
+
+
+def test_an_idle_connection_at_its_turn_reads_again_but_keeps_no_slot() -> None:
+    shedder = LoadShedder(limit=1)
+    holder, sleeper, busy = Connection("h"), Connection("s"), Connection("b")
+    assert shedder.admit(holder)
+    for parked in (sleeper, busy):
+        assert not shedder.admit(parked)
+        shedder.park(parked)
+    sleeper.sent = False  # it honours Retry-After: nothing sent when its turn comes
+    shedder.finished()
+    assert (sleeper.resumed, busy.resumed) == (1, 1)  # the slot went on to the next in line
+    assert shedder.admit(busy)
+    assert not shedder.admit(sleeper)  # no slot was kept for it; its request waits a turn
+
+
+def test_nobody_waits_during_the_drain() -> None:
+    shedder = LoadShedder(limit=1)
+    holder, parked = Connection("h"), Connection("p")
+    assert shedder.admit(holder)
+    assert not shedder.admit(parked)
+    shedder.park(parked)
+    shedder.drain()
+    assert not shedder.others_waiting()  # an answered connection reads on and gets 503
