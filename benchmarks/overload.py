@@ -1,12 +1,17 @@
 """Overload: 1,024 and 4,096 connections against one worker with its shipped defaults.
 
-    python -m benchmarks.overload                      # 32, 1024, 4096 connections, 10 s each
-    python -m benchmarks.overload --connections 32,1024 --seconds 5
+    python -m benchmarks.overload                      # 1024, 4096 connections, 10 s, 3 rounds
+    python -m benchmarks.overload --connections 1024 --seconds 5 --rounds 1
 
 One `mnist-serve` (1 worker, defaults) pinned to core 1, wrk (1 thread, keep-alive
 connections posting 28x28 PNGs, `--timeout 5s`) pinned to core 0, as in
-`benchmarks.run`. The 32-connection rate is measured before and after the
-overload runs; their mean is the capacity the goodput ratio compares with.
+`benchmarks.run`. Runs are interleaved in `--rounds` rounds: 32 connections,
+then each overload point, ..., and 32 connections once more at the end. A
+round's capacity is the mean of the 32-connection rates before and after it
+(a shared machine drifts by 20% over minutes); the goodput quoted for a point is
+the median over rounds of its rate divided by its round's capacity. Goodput per
+CPU-second (successes per server CPU-second, against the same at 32) is printed
+beside it: the same ratio, immune to other jobs stealing the core.
 
 N connections means N in total: wrk's N - 16 and the probe's 16 (so 4,096 stays
 within the worker's default `MNIST_MAX_CONNECTIONS` of 4,096). wrk counts answers
@@ -190,6 +195,28 @@ def row(connections: int, run: dict[str, Any], ok_cpu_s: float, capacity: float)
     }
 
 
+def summarise(connections: int, rows: list[dict[str, Any]], ok_cpu_s: float) -> dict[str, Any]:
+    """One overload point over all rounds: median goodput, totals, the worst refusal p99."""
+    mine = [r for r in rows if r["connections"] == connections]
+    goodput = [r["goodput_ratio"] for r in mine]
+    per_cpu = [r["ok_per_s"] * r["seconds"] / r["server_cpu_s"] * ok_cpu_s for r in mine]
+    codes: Counter[str] = Counter()
+    for r in mine:
+        codes.update(r["codes"])
+    refusal_p99 = [r["refusal_p99_ms"] for r in mine if r["refusal_p99_ms"] is not None]
+    return {
+        "goodput": round(statistics.median(goodput), 3),
+        "goodput_min": min(goodput),
+        "goodput_max": max(goodput),
+        "goodput_per_cpu_s": round(statistics.median(per_cpu), 3),
+        "ok_per_s": round(statistics.median(r["ok_per_s"] for r in mine), 1),
+        "codes": dict(sorted(codes.items())),
+        "socket_errors": sum(r["socket_errors"] for r in mine),
+        "timeouts": sum(r["timeouts"] for r in mine),
+        "refusal_p99_ms": max(refusal_p99) if refusal_p99 else None,
+    }
+
+
 def markdown(results: dict[str, Any]) -> str:
     lines = [
         f"# Overload: {results['command']}",
@@ -197,8 +224,23 @@ def markdown(results: dict[str, Any]) -> str:
         f"Machine: {results['machine']['cpu']}, {results['machine']['cores']} cores, load "
         f"{results['machine']['load_average']} -> {results['machine']['load_average_after']}; "
         f"{results['machine']['pinning']}; file limit {results['file_limit']}.",
-        f"Capacity (32 connections, before/after): {results['capacity_runs_ok_per_s']} ok/s, "
+        f"Capacity (32 connections, in order): {results['capacity_runs_ok_per_s']} ok/s, "
         f"server CPU per success {results['cpu_us_per_success']} µs.",
+        "",
+        "| connections | goodput, median of rounds (min-max) | per CPU-s | ok/s "
+        "| codes, all rounds | socket errors | timeouts | refusal p99 ms, worst round |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for c, summary in results["summary"].items():
+        lines.append(
+            f"| {c} | **{summary['goodput']}x** ({summary['goodput_min']}-"
+            f"{summary['goodput_max']}) | {summary['goodput_per_cpu_s']}x | {summary['ok_per_s']} "
+            f"| {summary['codes']} | {summary['socket_errors']} | {summary['timeouts']} "
+            f"| {summary['refusal_p99_ms']} |"
+        )
+    lines += [
+        "",
+        "Every run, in order:",
         "",
         "| connections | codes | socket errors | timeouts | ok/s | goodput | refusal p50 / p99 ms "
         "| CPU µs / refusal | after the spike |",
@@ -222,6 +264,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--connections", default="1024,4096", help="overload points")
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (median)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     parser.add_argument(
         "--service-dir",
@@ -257,18 +300,23 @@ def main(argv: list[str] | None = None) -> None:
         os.sched_setaffinity(0, {int(CLIENT_CPU)})  # the probe shares wrk's core, not the server's
         try:
             run_wrk(server.url + "/v1/predict", connections=32, seconds=2, body_dir=body_dir)
-            before = one_run(server, body_dir, 32, options.seconds)
-            overloaded = {c: one_run(server, body_dir, c, options.seconds) for c in points}
-            after = one_run(server, body_dir, 32, options.seconds)
+            base = [one_run(server, body_dir, 32, options.seconds)]
+            rounds: list[dict[int, dict[str, Any]]] = []
+            for _ in range(options.rounds):
+                rounds.append({c: one_run(server, body_dir, c, options.seconds) for c in points})
+                base.append(one_run(server, body_dir, 32, options.seconds))
         finally:
             server.stop()
-    base = [before, after]
-    capacity = statistics.mean(successes(r) / r["wrk"].seconds for r in base)
+    rates = [successes(r) / r["wrk"].seconds for r in base]
     ok_cpu_s = sum(r["wrk"].server_cpu_s for r in base) / max(1, sum(successes(r) for r in base))
-    results["capacity_runs_ok_per_s"] = [round(successes(r) / r["wrk"].seconds, 1) for r in base]
+    results["capacity_runs_ok_per_s"] = [round(rate, 1) for rate in rates]
     results["cpu_us_per_success"] = round(1e6 * ok_cpu_s, 1)
-    runs = [(32, before), *overloaded.items(), (32, after)]
-    results["runs"] = [row(c, run, ok_cpu_s, capacity) for c, run in runs]
+    results["runs"] = [row(32, base[0], ok_cpu_s, rates[0])]
+    for index, overloaded in enumerate(rounds):
+        capacity = statistics.mean(rates[index : index + 2])  # the 32-runs around this round
+        results["runs"] += [row(c, run, ok_cpu_s, capacity) for c, run in overloaded.items()]
+        results["runs"].append(row(32, base[index + 1], ok_cpu_s, capacity))
+    results["summary"] = {str(c): summarise(c, results["runs"], ok_cpu_s) for c in points}
     results["machine"]["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
     save_results(options.out, options.name, results, markdown(results))
     print(f"wrote {options.out / options.name}.json and .md")
