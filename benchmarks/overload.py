@@ -17,9 +17,10 @@ N connections means N in total: wrk's N - 16 and the probe's 16 (so 4,096 stays
 within the worker's default `MNIST_MAX_CONNECTIONS` of 4,096). wrk counts answers
 by status and socket errors (connect/read/write: clients that
 got no HTTP answer) and timeouts, but cannot time answers by status. So during
-each run a probe (16 keep-alive connections in this process, part of the load)
-times every answer it gets: the refusal (429/503) latency percentiles come from
-it. The server's CPU per refusal is what the run used beyond its successes,
+each run a probe (16 connections in this process, part of the load: 12
+keep-alive, 4 opening a fresh connection per request, since a keep-alive client
+is refused only once, when it arrives) times every answer it gets: the refusal
+(429/503) latency percentiles come from it. The server's CPU per refusal is what the run used beyond its successes,
 each costed at the 32-connection CPU per success:
 (server CPU - successes x CPU per success) / refusals. After the spike, /readyz
 and one prediction are checked (ready and correct).
@@ -55,6 +56,7 @@ from evaluation.samples import SEVEN_PNG
 STATUS_SCRIPT = STATUS_LUA
 WRK_TIMEOUT_S = 5.0
 PROBES = 16
+NEWCOMERS = 4  # of the probe's connections: a fresh one per request
 REFUSED = (429, 503)
 
 
@@ -69,7 +71,9 @@ def raise_file_limit(needed: int) -> int:
 
 
 class Probe:
-    """Closed-loop keep-alive clients beside wrk, timing every answer by status."""
+    """Closed-loop clients beside wrk, timing every answer by status: keep-alive ones,
+    and `NEWCOMERS` that open a fresh connection for every request, so refusals are
+    timed all through the run (a keep-alive client is refused once, on arrival)."""
 
     def __init__(self, url: str, connections: int) -> None:
         self.host, self.port = host_port(url)
@@ -80,17 +84,28 @@ class Probe:
     def start(self, seconds: float) -> None:
         request = build_request("/v1/predict", SEVEN_PNG, "image/png")
 
-        def run() -> None:
-            run = asyncio.run(
+        async def both() -> list[Result]:
+            kept, fresh = await asyncio.gather(
                 closed_loop(
                     self.host,
                     self.port,
                     request,
-                    concurrency=self.connections,
+                    concurrency=self.connections - NEWCOMERS,
                     duration_s=seconds,
-                )
+                ),
+                closed_loop(
+                    self.host,
+                    self.port,
+                    request,
+                    concurrency=NEWCOMERS,
+                    duration_s=seconds,
+                    fresh_connections=True,
+                ),
             )
-            self.results = run.results
+            return kept.results + fresh.results
+
+        def run() -> None:
+            self.results = asyncio.run(both())
 
         self._thread = threading.Thread(target=run, name="probe", daemon=True)
         self._thread.start()

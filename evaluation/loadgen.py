@@ -158,8 +158,13 @@ async def closed_loop(
     concurrency: int,
     duration_s: float,
     on_result: Callable[[Result], None] | None = None,
+    fresh_connections: bool = False,
 ) -> Run:
-    """`concurrency` connections, each sending its next request when the last one answered."""
+    """`concurrency` connections, each sending its next request when the last one answered.
+
+    `fresh_connections`: a new connection for every request (a newcomer each time),
+    waiting `Retry-After` after a refusal, as a client should (reconnecting at once
+    would turn a refusal of "too many connections" into a connection storm)."""
     run = Run(started=time.monotonic(), stopped=0.0)
     end = run.started + duration_s
 
@@ -171,6 +176,10 @@ async def closed_loop(
                 run.results.append(result)
                 if on_result is not None:
                     on_result(result)
+                if fresh_connections:
+                    await connection.close()
+                    if result.status in (429, 503):  # as a polite client: wait, then retry
+                        await asyncio.sleep(float(result.retry_after or 1))
         finally:
             await connection.close()
 
