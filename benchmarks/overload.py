@@ -20,9 +20,9 @@ got no HTTP answer) and timeouts, but cannot time answers by status. So during
 each run a probe (16 connections in this process, part of the load: 12
 keep-alive, 4 opening a fresh connection per request, since a keep-alive client
 is refused only once, when it arrives) times every answer it gets: the refusal
-(429/503) latency percentiles come from it. The server's CPU per refusal is what the run used beyond its successes,
-each costed at the 32-connection CPU per success:
-(server CPU - successes x CPU per success) / refusals. After the spike, /readyz
+(429/503) latency percentiles come from it. The server's CPU per refusal is
+what the run used beyond its successes, each costed at the 32-connection CPU
+per success: (server CPU - successes x CPU per success) / refusals. After the spike, /readyz
 and one prediction are checked (ready and correct).
 
 Writes `--out/<name>.json` and `<name>.md` (default benchmarks/results/overload.*).
