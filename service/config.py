@@ -115,12 +115,13 @@ class Settings(BaseSettings):
     )
     max_batch_items: int = Field(256, gt=0, le=4096, description="Most images in one request")
     max_json_depth: int = Field(8, gt=0, le=64, description="Deepest JSON nesting accepted")
-    # Two full batches (one running, one forming) keep onnxruntime busy; more only
-    # lengthens the event loop's turns, and every answer, a 429 too, waits for its
-    # turn: at 1,024 connections the 429 p99 was 143-162 ms with 512, 12-28 ms with
-    # 128, at the same throughput (docs/reliability.md, "Overload").
+    # One full batch: a cheap model's batch runs on the event loop, so more requests
+    # in flight only lengthen the loop's turns, and every answer, a 429 too, waits
+    # for its turn. At 1,024 and 4,096 connections a newcomer's 429 p99 (after the
+    # connection storm) was 33-41 ms with 64 and 68 ms-3.6 s with 128, at the same
+    # goodput within the noise (docs/reliability.md, "Tuning").
     max_concurrent_requests: int = Field(
-        128,
+        64,
         gt=0,
         description="Requests handled at once; beyond it 429 from the request head, and the "
         "client's next request on that connection waits its turn",
