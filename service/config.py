@@ -115,13 +115,13 @@ class Settings(BaseSettings):
     )
     max_batch_items: int = Field(256, gt=0, le=4096, description="Most images in one request")
     max_json_depth: int = Field(8, gt=0, le=64, description="Deepest JSON nesting accepted")
-    # One full batch: a cheap model's batch runs on the event loop, so more requests
-    # in flight only lengthen the loop's turns, and every answer, a 429 too, waits
-    # for its turn. At 1,024 and 4,096 connections a newcomer's 429 p99 (after the
-    # connection storm) was 33-41 ms with 64 and 68 ms-3.6 s with 128, at the same
-    # goodput within the noise (docs/reliability.md, "Tuning").
+    # Two full batches. Fewer make the event loop's turns shorter, so refusals under
+    # overload faster (a newcomer's 429 p99 after the connection storm: 39-94 ms at
+    # 4,096 connections with 64, 75-346 ms with 128), but refuse at moderate load:
+    # with 64, 0.6% of an open-loop soak at 70% of capacity got 429, with 128 none
+    # (docs/reliability.md, "Tuning").
     max_concurrent_requests: int = Field(
-        64,
+        128,
         gt=0,
         description="Requests handled at once; beyond it 429 from the request head, and the "
         "client's next request on that connection waits its turn",
