@@ -116,10 +116,8 @@ class Settings(BaseSettings):
     max_batch_items: int = Field(256, gt=0, le=4096, description="Most images in one request")
     max_json_depth: int = Field(8, gt=0, le=64, description="Deepest JSON nesting accepted")
     # Two full batches. Fewer make the event loop's turns shorter, so refusals under
-    # overload faster (a newcomer's 429 p99 after the connection storm: 39-94 ms at
-    # 4,096 connections with 64, 75-346 ms with 128), but refuse at moderate load:
-    # with 64, 0.6% of an open-loop soak at 70% of capacity got 429, with 128 none
-    # (docs/reliability.md, "Tuning").
+    # overload faster, but refuse at moderate load: with 64, 1.9% of an open-loop
+    # soak at 70% of capacity got 429, with 128 none (docs/reliability.md, "Tuning").
     max_concurrent_requests: int = Field(
         128,
         gt=0,
