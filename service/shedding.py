@@ -12,8 +12,9 @@ again by a newcomer that happened to arrive later.
 Why park instead of only refusing: clients that retry at once (load generators,
 impatient clients) would otherwise turn every free CPU cycle into another
 refusal, and the refusals would eat the capacity they protect. And while others
-wait, a connection whose request was just answered goes to the back of the line
-without a refusal (`wait_turn`): its next request waits, unread, for its turn.
+wait (`others_waiting`), a connection whose request was just answered is
+`park`ed at the back of the line without a refusal: its next request waits,
+unread, for its turn.
 So a client is refused once, when it arrives at a crowd, not once per request:
 under a sustained spike the worker spends its CPU on answers, not on 429s
 (goodput at 1,024 and 4,096 connections in docs/reliability.md).

@@ -242,12 +242,20 @@ async def test_unmerged_batcher_makes_one_call_per_request(model: FakeModel) -> 
         await runner.submit(rows(1))
 
 
+async def measured_cheap(make: Callable[..., MicroBatcher], *, max_batch_size: int) -> MicroBatcher:
+    """A started batcher whose first call (row 0, on the inference thread, where an
+    unmeasured model goes) found the model cheap enough for the event loop; the
+    budget is generous so no scheduling hiccup on a busy machine changes that."""
+    batcher = make(max_batch_size=max_batch_size, max_queue_delay_s=0.0, loop_budget_s=1.0)
+    await batcher.start()
+    await batcher.submit(rows(0))
+    return batcher
+
+
 async def test_a_cheap_model_runs_on_the_event_loop_still_one_batch_per_turn(
     make_batcher: Callable[..., MicroBatcher], model: FakeModel
 ) -> None:
-    batcher = make_batcher(max_batch_size=8, max_queue_delay_s=0.0, loop_budget_s=1.0)
-    await batcher.start()
-    await batcher.submit(rows(0))  # the first call measures the model: on the thread
+    batcher = await measured_cheap(make_batcher, max_batch_size=8)
     results = await asyncio.gather(*(batcher.submit(rows(i)) for i in range(1, 6)))
     assert [int(r[0, 0]) for r in results] == [1, 2, 3, 4, 5]
     assert model.calls == [1, 5]  # everything submitted in one loop turn: one batch
@@ -257,9 +265,7 @@ async def test_a_cheap_model_runs_on_the_event_loop_still_one_batch_per_turn(
 async def test_rows_over_one_batch_run_on_the_loop_in_later_turns_none_lost(
     make_batcher: Callable[..., MicroBatcher], model: FakeModel
 ) -> None:
-    batcher = make_batcher(max_batch_size=4, max_queue_delay_s=0.0, loop_budget_s=1.0)
-    await batcher.start()
-    await batcher.submit(rows(0))
+    batcher = await measured_cheap(make_batcher, max_batch_size=4)
     results = await asyncio.gather(*(batcher.submit(rows(i, i)) for i in range(1, 6)))
     assert [list(r[:, 0]) for r in results] == [[i, i] for i in range(1, 6)]
     assert model.calls == [1, 4, 4, 2]
@@ -269,9 +275,7 @@ async def test_rows_over_one_batch_run_on_the_loop_in_later_turns_none_lost(
 async def test_a_failure_on_the_loop_fails_that_batch_only(
     make_batcher: Callable[..., MicroBatcher], model: FakeModel
 ) -> None:
-    batcher = make_batcher(max_batch_size=8, max_queue_delay_s=0.0, loop_budget_s=1.0)
-    await batcher.start()
-    await batcher.submit(rows(0))
+    batcher = await measured_cheap(make_batcher, max_batch_size=8)
     model.fail_next = True
     failed = await asyncio.gather(
         *(batcher.submit(rows(i)) for i in (1, 2)), return_exceptions=True

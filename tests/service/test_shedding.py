@@ -21,6 +21,17 @@ class Connection:
         return Waiting.REQUEST if self.sent else Waiting.IDLE
 
 
+def full(holder: Connection, *waiting: Connection) -> LoadShedder:
+    """A shedder with one slot, held by `holder`; each of `waiting` arrived, was
+    refused (the protocol's 429) and parked, in that order."""
+    shedder = LoadShedder(limit=1)
+    assert shedder.admit(holder)
+    for connection in waiting:
+        assert not shedder.admit(connection)
+        shedder.park(connection)
+    return shedder
+
+
 def test_admits_up_to_the_limit_then_refuses() -> None:
     shedder = LoadShedder(limit=2)
     a, b, c = Connection("a"), Connection("b"), Connection("c")
@@ -31,12 +42,8 @@ def test_admits_up_to_the_limit_then_refuses() -> None:
 
 
 def test_parked_connections_get_freed_slots_first_come_first_served() -> None:
-    shedder = LoadShedder(limit=1)
     holder, first, second, newcomer = (Connection(n) for n in ("h", "1", "2", "n"))
-    assert shedder.admit(holder)
-    for parked in (first, second):
-        assert not shedder.admit(parked)
-        shedder.park(parked)
+    shedder = full(holder, first, second)
     assert (first.resumed, second.resumed) == (0, 0)  # nothing free yet: they wait
     shedder.finished()  # the holder's request is answered
     assert (first.resumed, second.resumed) == (1, 0)  # the first in line is woken...
@@ -47,12 +54,8 @@ def test_parked_connections_get_freed_slots_first_come_first_served() -> None:
 
 
 def test_a_closed_connection_gives_its_turn_away() -> None:
-    shedder = LoadShedder(limit=1)
     holder, gone, waiting = Connection("h"), Connection("g"), Connection("w")
-    assert shedder.admit(holder)
-    for parked in (gone, waiting):
-        assert not shedder.admit(parked)
-        shedder.park(parked)
+    shedder = full(holder, gone, waiting)
     gone.closed = True
     shedder.finished()
     assert (gone.resumed, waiting.resumed) == (0, 1)  # skipped while parked
@@ -62,11 +65,8 @@ def test_a_closed_connection_gives_its_turn_away() -> None:
 
 
 def test_drain_wakes_every_parked_connection_and_admits_nobody() -> None:
-    shedder = LoadShedder(limit=1)
     holder, parked, late = Connection("h"), Connection("p"), Connection("l")
-    assert shedder.admit(holder)
-    assert not shedder.admit(parked)
-    shedder.park(parked)
+    shedder = full(holder, parked)
     shedder.drain()
     assert parked.resumed == 1  # its next request gets the drain's 503 at once
     shedder.finished()
@@ -76,13 +76,8 @@ def test_drain_wakes_every_parked_connection_and_admits_nobody() -> None:
 
 
 def test_a_newcomer_after_the_crowd_left_is_admitted_at_once() -> None:
-    shedder = LoadShedder(limit=1)
-    holder = Connection("h")
     crowd = [Connection(str(i)) for i in range(3)]
-    assert shedder.admit(holder)
-    for parked in crowd:
-        assert not shedder.admit(parked)
-        shedder.park(parked)
+    shedder = full(Connection("h"), *crowd)
     for parked in crowd:
         parked.closed = True  # the spike is over: every waiting client hung up
     shedder.finished()  # (their turns were skipped here already)
@@ -90,11 +85,8 @@ def test_a_newcomer_after_the_crowd_left_is_admitted_at_once() -> None:
 
 
 def test_an_answered_connection_waits_behind_the_line_without_a_refusal() -> None:
-    shedder = LoadShedder(limit=1)
     holder, parked = Connection("h"), Connection("p")
-    assert shedder.admit(holder)
-    assert not shedder.admit(parked)  # the one refusal: it arrived at a crowd
-    shedder.park(parked)
+    shedder = full(holder, parked)  # its one refusal: it arrived at a crowd
     assert shedder.others_waiting()  # so the holder, answered, parks behind it...
     shedder.park(holder)
     shedder.finished()
@@ -106,12 +98,8 @@ def test_an_answered_connection_waits_behind_the_line_without_a_refusal() -> Non
 
 
 def test_an_idle_connection_at_its_turn_reads_again_but_keeps_no_slot() -> None:
-    shedder = LoadShedder(limit=1)
-    holder, sleeper, busy = Connection("h"), Connection("s"), Connection("b")
-    assert shedder.admit(holder)
-    for parked in (sleeper, busy):
-        assert not shedder.admit(parked)
-        shedder.park(parked)
+    sleeper, busy = Connection("s"), Connection("b")
+    shedder = full(Connection("h"), sleeper, busy)
     sleeper.sent = False  # it honours Retry-After: nothing sent when its turn comes
     shedder.finished()
     assert (sleeper.resumed, busy.resumed) == (1, 1)  # the slot went on to the next in line
@@ -120,10 +108,6 @@ def test_an_idle_connection_at_its_turn_reads_again_but_keeps_no_slot() -> None:
 
 
 def test_nobody_waits_during_the_drain() -> None:
-    shedder = LoadShedder(limit=1)
-    holder, parked = Connection("h"), Connection("p")
-    assert shedder.admit(holder)
-    assert not shedder.admit(parked)
-    shedder.park(parked)
+    shedder = full(Connection("h"), Connection("p"))
     shedder.drain()
     assert not shedder.others_waiting()  # an answered connection reads on and gets 503
