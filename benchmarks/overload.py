@@ -17,10 +17,12 @@ N connections means N in total: wrk's N - 16 and the probe's 16 (so 4,096 stays
 within the worker's default `MNIST_MAX_CONNECTIONS` of 4,096). wrk counts answers
 by status and socket errors (connect/read/write: clients that
 got no HTTP answer) and timeouts, but cannot time answers by status. So during
-each run a probe (16 connections in this process, part of the load: 12
-keep-alive, 4 opening a fresh connection per request, since a keep-alive client
-is refused only once, when it arrives) times every answer it gets: the refusal
-(429/503) latency percentiles come from it. The server's CPU per refusal is
+each run a probe (16 connections in this process, part of the load: 4
+keep-alive, 12 opening a fresh connection per request and honouring
+`Retry-After`, since a keep-alive client is refused only once, when it arrives)
+times every answer it gets: the refusal (429/503) latency percentiles come from
+it, pooled over the rounds (a run gives ~100), apart for the storm (the first
+2 s, while wrk opens all its connections at once) and after it. The server's CPU per refusal is
 what the run used beyond its successes, each costed at the 32-connection CPU
 per success: (server CPU - successes x CPU per success) / refusals. After the spike, /readyz
 and one prediction are checked (ready and correct).
@@ -57,7 +59,7 @@ STATUS_SCRIPT = STATUS_LUA
 WRK_TIMEOUT_S = 5.0
 PROBES = 16
 STORM_S = 2.0  # wrk opens all its connections at the start of a run: the storm
-NEWCOMERS = 4  # of the probe's connections: a fresh one per request
+NEWCOMERS = 12  # of the probe's connections: a fresh one per request
 REFUSED = (429, 503)
 
 
@@ -129,7 +131,10 @@ class Probe:
         def ms(values: list[float], fraction: float) -> float | None:
             return round(1000 * percentile(values, fraction), 2) if values else None
 
+        storm = [r.latency_s for r in self.results if r.status in REFUSED and r.sent < settled]
         return {
+            "steady_refusals_ms": sorted(round(1000 * s, 2) for s in steady),
+            "storm_refusals_ms": sorted(round(1000 * s, 2) for s in storm),
             "codes": dict(codes),
             "refusals_timed": len(refused),
             "refusal_p50_ms": ms(refused, 0.50),
@@ -228,8 +233,15 @@ def summarise(connections: int, rows: list[dict[str, Any]], ok_cpu_s: float) -> 
     codes: Counter[str] = Counter()
     for r in mine:
         codes.update(r["codes"])
-    refusal_p99 = [r["refusal_p99_ms"] for r in mine if r["refusal_p99_ms"] is not None]
-    steady_p99 = [r["steady_refusal_p99_ms"] for r in mine if r["steady_refusal_p99_ms"]]
+    steady = sorted(ms for r in mine for ms in r["steady_refusals_ms"])
+    storm = sorted(ms for r in mine for ms in r["storm_refusals_ms"])
+
+    def pooled(values: list[float]) -> dict[str, float | int | None]:
+        def at(fraction: float) -> float | None:
+            return round(percentile(values, fraction), 2) if values else None
+
+        return {"n": len(values), "p50": at(0.5), "p90": at(0.9), "p99": at(0.99), "max": at(1.0)}
+
     return {
         "goodput": round(statistics.median(goodput), 3),
         "goodput_min": min(goodput),
@@ -239,8 +251,8 @@ def summarise(connections: int, rows: list[dict[str, Any]], ok_cpu_s: float) -> 
         "codes": dict(sorted(codes.items())),
         "socket_errors": sum(r["socket_errors"] for r in mine),
         "timeouts": sum(r["timeouts"] for r in mine),
-        "refusal_p99_ms": max(refusal_p99) if refusal_p99 else None,
-        "steady_refusal_p99_ms": max(steady_p99) if steady_p99 else None,
+        "refusal_ms_after_storm": pooled(steady),  # all rounds
+        "refusal_ms_in_storm": pooled(storm),
     }
 
 
@@ -255,16 +267,22 @@ def markdown(results: dict[str, Any]) -> str:
         f"server CPU per success {results['cpu_us_per_success']} µs.",
         "",
         "| connections | goodput, median of rounds (min-max) | per CPU-s | ok/s "
-        "| codes, all rounds | socket errors | timeouts | refusal p99 ms, worst round "
-        f"| the same after the first {STORM_S:g} s |",
+        "| codes, all rounds | socket errors | timeouts "
+        f"| refusal ms after the first {STORM_S:g} s, all rounds: p50 / p90 / **p99** / max (n) "
+        f"| the same in the first {STORM_S:g} s (the storm) |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
+
+    def spread(p: dict[str, Any]) -> str:
+        return f"{p['p50']} / {p['p90']} / **{p['p99']}** / {p['max']} ({p['n']})"
+
     for c, summary in results["summary"].items():
         lines.append(
             f"| {c} | **{summary['goodput']}x** ({summary['goodput_min']}-"
             f"{summary['goodput_max']}) | {summary['goodput_per_cpu_s']}x | {summary['ok_per_s']} "
             f"| {summary['codes']} | {summary['socket_errors']} | {summary['timeouts']} "
-            f"| {summary['refusal_p99_ms']} | {summary['steady_refusal_p99_ms']} |"
+            f"| {spread(summary['refusal_ms_after_storm'])} "
+            f"| {spread(summary['refusal_ms_in_storm'])} |"
         )
     lines += [
         "",

@@ -386,6 +386,8 @@ class MicroBatcher:
             self._deliver(batch, results, error, seconds, dropped, waited)
             return
         assert self._loop is not None
+        with self._lock:  # idle before the answers leave: what their callers send next
+            self._idle = self._idle or not self._queue  # may run on the loop (`_wake`)
         self._loop.call_soon_threadsafe(
             self._deliver, batch, results, error, seconds, dropped, waited
         )

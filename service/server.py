@@ -10,7 +10,7 @@
   prepared bytes before its body is read and before any ASGI code runs.
 - `MnistServer`: the shutdown sequence on SIGTERM (`drain`), written once.
 - `Acceptor`, `stop_queueing`: the listening socket, accepted from and closed safely.
-- `serve_worker`: one worker process, its app and its server on given sockets.
+- `build_server`, `serve_worker`: one worker's app and server; the process serving them.
 """
 
 from __future__ import annotations
@@ -88,7 +88,9 @@ class OneWrite:
 
     def write(self, data: bytes) -> None:
         if not self.started and self.cycle.response_started:
-            self.started, self.head = True, data
+            # Let go of the cycle (it holds us): no reference cycle per request for
+            # the garbage collector to find (docs/reliability.md, "Pauses").
+            self.started, self.head, self.cycle = True, data, None
             return
         if self.head is not None:
             data, self.head = self.head + data, None
@@ -102,6 +104,24 @@ class OneWrite:
 
     def __getattr__(self, name: str) -> Any:  # is_closing, get_extra_info, ...
         return getattr(self.transport, name)
+
+
+class ReleaseSlot:
+    """The app, giving the request's shedder slot back once it has answered.
+
+    One per server, not a closure per request: a closure stored on the request's
+    cycle would hold the cycle that holds it, a reference cycle per request that
+    only the garbage collector frees (docs/reliability.md, "Pauses")."""
+
+    def __init__(self, app: Any, shedder: LoadShedder) -> None:
+        self.app = app
+        self.shedder = shedder
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.shedder.finished()
 
 
 class ServerConfig(uvicorn.Config):
@@ -125,6 +145,11 @@ class ServerConfig(uvicorn.Config):
         self.shedder = shedder
         self.metrics = metrics
         self.refusals = Refusals()
+        self.releasing_app: ReleaseSlot | None = None
+
+    def load(self) -> None:
+        super().load()
+        self.releasing_app = ReleaseSlot(self.loaded_app, self.shedder)
 
 
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
@@ -262,15 +287,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def _start_asgi_task(self, cycle: Any, app: Any) -> None:
         if self._holds_slot:  # the slot is given back when the app is done with the request
             self._holds_slot = False
-            run_asgi, shedder = cycle.run_asgi, self.gate.shedder
-
-            async def run_then_release(app: Any) -> None:
-                try:
-                    await run_asgi(app)
-                finally:
-                    shedder.finished()
-
-            cycle.run_asgi = run_then_release
+            app = self.gate.releasing_app
         super()._start_asgi_task(cycle, app)
 
     # -- uvicorn's callbacks -------------------------------------------------------
@@ -618,22 +635,18 @@ def bind_listener(host: str, port: int) -> socket.socket:
     return sock
 
 
-def serve_worker(
+def build_server(
     settings: Settings,
-    sockets: list[socket.socket],
     stop: Any | None = None,
     armed: Any | None = None,
-) -> None:
-    """One worker process: build the app, serve it on `sockets` until a signal drains it.
+) -> MnistServer:
+    """One worker's app and server, configured; `run(sockets=...)` serves it.
 
     `stop`: an event set by a signal that came before the server's handlers existed
     (`main`'s, or the supervisor's). `armed`: an event this worker sets once it has
-    its handlers; until then the supervisor does not signal it. Exits 0 after a
-    clean drain, 1 when in-flight work outlasted the grace period."""
+    its handlers; until then the supervisor does not signal it."""
     from service.app import create_app
-    from service.logs import configure_logging
 
-    configure_logging(settings.log_level)
     lifecycle = Lifecycle()
     shedder = LoadShedder(settings.max_concurrent_requests)
     app = create_app(settings, lifecycle=lifecycle)
@@ -656,7 +669,7 @@ def serve_worker(
         timeout_graceful_shutdown=UVICORN_SHUTDOWN_S,
         timeout_keep_alive=5,
     )
-    server = MnistServer(
+    return MnistServer(
         config,
         lifecycle=lifecycle,
         shedder=shedder,
@@ -664,6 +677,21 @@ def serve_worker(
         stop_requested=stop.is_set if stop is not None else None,
         handlers_ready=armed.set if armed is not None else None,
     )
+
+
+def serve_worker(
+    settings: Settings,
+    sockets: list[socket.socket],
+    stop: Any | None = None,
+    armed: Any | None = None,
+) -> None:
+    """One worker process: serve `build_server`'s server on `sockets` until a signal
+    drains it. Exits 0 after a clean drain, 1 when in-flight work outlasted the grace
+    period."""
+    from service.logs import configure_logging
+
+    configure_logging(settings.log_level)
+    server = build_server(settings, stop, armed)
     server.run(sockets=sockets)
     if not server.clean:
         raise SystemExit(1)
