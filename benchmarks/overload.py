@@ -22,10 +22,12 @@ keep-alive, 12 opening a fresh connection per request and honouring
 `Retry-After`, since a keep-alive client is refused only once, when it arrives)
 times every answer it gets: the refusal (429/503) latency percentiles come from
 it, pooled over the rounds (a run gives ~100), apart for the storm (the first
-2 s, while wrk opens all its connections at once) and after it. The server's CPU per refusal is
-what the run used beyond its successes, each costed at the 32-connection CPU
-per success: (server CPU - successes x CPU per success) / refusals. After the spike, /readyz
-and one prediction are checked (ready and correct).
+2 s, while wrk opens all its connections at once) and after it. The CPU a
+refusal costs is measured apart, by `python -m benchmarks.refusal_cost`: here
+refusals are a few percent of the answers, so the server CPU left over after
+the successes is noise (it even comes out negative, as batches grow under
+load). After the spike, /readyz and one prediction are checked (ready and
+correct).
 
 Writes `--out/<name>.json` and `<name>.md` (default benchmarks/results/overload.*).
 """
@@ -197,7 +199,7 @@ def successes(run: dict[str, Any]) -> int:
     return int(wrk.statuses.get("200", 0)) + int(run["probe"]["codes"].get("200", 0))
 
 
-def row(connections: int, run: dict[str, Any], ok_cpu_s: float, capacity: float) -> dict[str, Any]:
+def row(connections: int, run: dict[str, Any], capacity: float) -> dict[str, Any]:
     wrk: WrkResult = run["wrk"]
     probe = run["probe"]
     codes = Counter(wrk.statuses)
@@ -205,7 +207,6 @@ def row(connections: int, run: dict[str, Any], ok_cpu_s: float, capacity: float)
     ok = successes(run)
     refused = sum(codes.get(str(s), 0) for s in REFUSED)
     seconds = wrk.seconds
-    refusal_cpu_s = wrk.server_cpu_s - ok * ok_cpu_s
     return {
         "connections": connections,
         "seconds": round(seconds, 2),
@@ -217,7 +218,6 @@ def row(connections: int, run: dict[str, Any], ok_cpu_s: float, capacity: float)
         "goodput_ratio": round(ok / seconds / capacity, 3) if capacity else None,
         "refused_per_s": round(refused / seconds, 1),
         "server_cpu_s": wrk.server_cpu_s,
-        "cpu_us_per_refusal": round(1e6 * refusal_cpu_s / refused, 1) if refused else None,
         "wrk_p50_ms": wrk.p50_ms,
         "wrk_p99_ms": wrk.p99_ms,
         **{k: v for k, v in probe.items() if k != "codes"},
@@ -289,8 +289,8 @@ def markdown(results: dict[str, Any]) -> str:
         "Every run, in order:",
         "",
         "| connections | codes | socket errors | timeouts | ok/s | goodput | refusal p50 / p99 ms "
-        f"| after {STORM_S:g} s: p50 / p99 (n) | CPU µs / refusal | after the spike |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        f"| after {STORM_S:g} s: p50 / p99 (n) | after the spike |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results["runs"]:
         after = r["after_spike"]
@@ -298,8 +298,7 @@ def markdown(results: dict[str, Any]) -> str:
             f"| {r['connections']} | {r['codes']} | {r['socket_errors']} | {r['timeouts']} | "
             f"{r['ok_per_s']} | {r['goodput_ratio']}x | {r['refusal_p50_ms']} / "
             f"{r['refusal_p99_ms']} | {r['steady_refusal_p50_ms']} / {r['steady_refusal_p99_ms']} "
-            f"({r['steady_refusals_timed']}) | {r['cpu_us_per_refusal']} "
-            f"| readyz {after['readyz']}, "
+            f"({r['steady_refusals_timed']}) | readyz {after['readyz']}, "
             f"predict {after['predict_statuses']} digit {after['digit']} "
             f"in {after['first_answers_ms']} ms |"
         )
@@ -359,11 +358,11 @@ def main(argv: list[str] | None = None) -> None:
     ok_cpu_s = sum(r["wrk"].server_cpu_s for r in base) / max(1, sum(successes(r) for r in base))
     results["capacity_runs_ok_per_s"] = [round(rate, 1) for rate in rates]
     results["cpu_us_per_success"] = round(1e6 * ok_cpu_s, 1)
-    results["runs"] = [row(32, base[0], ok_cpu_s, rates[0])]
+    results["runs"] = [row(32, base[0], rates[0])]
     for index, overloaded in enumerate(rounds):
         capacity = statistics.mean(rates[index : index + 2])  # the 32-runs around this round
-        results["runs"] += [row(c, run, ok_cpu_s, capacity) for c, run in overloaded.items()]
-        results["runs"].append(row(32, base[index + 1], ok_cpu_s, capacity))
+        results["runs"] += [row(c, run, capacity) for c, run in overloaded.items()]
+        results["runs"].append(row(32, base[index + 1], capacity))
     results["summary"] = {str(c): summarise(c, results["runs"], ok_cpu_s) for c in points}
     results["machine"]["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
     save_results(options.out, options.name, results, markdown(results))
