@@ -13,7 +13,10 @@ worker does:
   (`service/server.py`: `Acceptor`, `GuardedHttpToolsProtocol`) with a
   `LoadShedder` that has no free slot, so nothing but the storm runs;
 - `floor`: uvloop's own server and a protocol that writes a prepared 429 and
-  stops reading: the least any Python worker on this event loop can do.
+  stops reading: the least any Python worker on this event loop can do;
+- `head-only`: the worker's accept loop and a protocol that only parses the
+  request with httptools before it writes the prepared 429: what refusing
+  newcomers before uvicorn's protocol is set up would cost.
 
 Both tune the garbage collector as the worker does (`settle_the_collector`).
 
@@ -34,6 +37,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+import httptools
 import uvloop
 from uvicorn.server import ServerState
 
@@ -51,7 +55,7 @@ from service.metrics import ServiceMetrics
 from service.server import Acceptor, GuardedHttpToolsProtocol, ServerConfig
 from service.shedding import LoadShedder
 
-SERVERS = ("mnist-serve", "floor")
+SERVERS = ("mnist-serve", "floor", "head-only")
 BACKLOG = 8192
 BUSY = b'{"error": "too many requests at once"}'
 REFUSAL = (
@@ -71,10 +75,26 @@ class RefuseAndPark(asyncio.Protocol):
         self.transport.pause_reading()
 
 
+class ParseRefuseAndPark(RefuseAndPark):
+    """The request parsed to its end with httptools, then the prepared 429."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self.parser = httptools.HttpRequestParser(self)
+
+    def data_received(self, data: bytes) -> None:
+        self.parser.feed_data(data)
+
+    def on_message_complete(self) -> None:
+        super().data_received(b"")
+
+
 async def serve_forever(kind: str, listener: socket.socket, ready: Connection) -> None:
     loop = asyncio.get_running_loop()
     if kind == "floor":
         await loop.create_server(RefuseAndPark, sock=listener, backlog=BACKLOG)
+    elif kind == "head-only":
+        Acceptor(listener, ParseRefuseAndPark, loop, BACKLOG).start()
     else:
         config = ServerConfig(
             never_called,
