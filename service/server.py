@@ -375,26 +375,43 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
 # -- the listening socket's side of the drain -------------------------------------------
 SO_ATTACH_FILTER = getattr(socket, "SO_ATTACH_FILTER", 26)  # Linux <asm-generic/socket.h>
-_DROP_ALL = struct.pack("HBBI", 0x06, 0, 0, 0)  # one classic BPF instruction: `ret #0`
+# A classic BPF program, run by the kernel on each packet for the listening socket,
+# which starts at the TCP header: drop a connection's first SYN (SYN without ACK),
+# pass everything else. Dropping every packet (`ret #0` alone) also dropped the last
+# ACK of handshakes under way when it was attached: their clients, connected as far
+# as they knew, wrote a request and were reset when the socket closed (1 request
+# lost in 6 runs of `python -m benchmarks.drain --clients 128`, docs/reliability.md).
+_TCP_FLAGS, _SYN, _ACK = 13, 0x02, 0x10
+_NEW_CONNECTIONS_DROPPED = [  # struct sock_filter: code, jt, jf, k
+    (0x30, 0, 0, _TCP_FLAGS),  # ldb [13]: the flags byte
+    (0x54, 0, 0, _SYN | _ACK),  # and #0x12
+    (0x15, 0, 1, _SYN),  # jeq #0x02: a first SYN -> the next instruction, else skip it
+    (0x06, 0, 0, 0),  # ret #0: drop
+    (0x06, 0, 0, 0xFFFFFFFF),  # ret #-1: keep the whole packet
+]
 
 
 def stop_queueing(sock: socket.socket) -> bool:
-    """Attach a drop-all classic BPF filter: the kernel queues no new connection on `sock`.
+    """Attach a classic BPF filter that drops new connections' SYNs: the kernel
+    starts no new connection on `sock`.
 
     A SYN that arrives afterwards is dropped (its client retries it), so once the
     socket closes that client is refused cleanly instead of being accepted by the
-    kernel and then reset after it wrote its request. Connections already queued
-    stay queued and can still be accepted. False where the option is unavailable
-    (not Linux): the caller closes after answering the queue, with a small race.
+    kernel and then reset after it wrote its request. Handshakes under way still
+    complete and connections already queued stay queued: both can still be
+    accepted. False where the option is unavailable (not Linux): the caller
+    closes after answering the queue, with a small race.
     """
     if not sys.platform.startswith("linux"):
         return False
-    program = ctypes.create_string_buffer(_DROP_ALL)
-    fprog = struct.pack("HL", 1, ctypes.addressof(program))  # struct sock_fprog
+    program = ctypes.create_string_buffer(
+        b"".join(struct.pack("HBBI", *instruction) for instruction in _NEW_CONNECTIONS_DROPPED)
+    )
+    fprog = struct.pack("HL", len(_NEW_CONNECTIONS_DROPPED), ctypes.addressof(program))
     try:
         sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
     except OSError as error:
-        log.warning("cannot attach the drop-all filter", extra={"error": str(error)})
+        log.warning("cannot attach the SYN filter", extra={"error": str(error)})
         return False
     return True
 
@@ -565,10 +582,11 @@ class MnistServer(uvicorn.Server):
            load balancers stop sending, clients go elsewhere; answers already being
            worked on will close their connection too;
         2. the drain delay: the listener stays open while load balancers notice;
-        3. stop queueing connections (drop-all filter): nobody new can be accepted
-           by the kernel and then cut off when the socket closes;
+        3. stop queueing connections (a filter drops new SYNs): nobody new can be
+           accepted by the kernel and then cut off when the socket closes;
         4. answer the queue: connections the kernel already accepted are accepted
-           and answered 503 until none is left;
+           and answered 503, and so are handshakes that complete meanwhile (the
+           accept loop runs on until the close);
         5. finish in-flight work (and let connections that just arrived send their
            request and get its answer);
         6. close: uvicorn closes the listener, then the idle connections (only
@@ -586,8 +604,7 @@ class MnistServer(uvicorn.Server):
         await asyncio.sleep(min(settings.drain_delay_s, settings.shutdown_grace_s))  # 2.
         filtered = all([stop_queueing(a.sock) for a in self.acceptors])  # 3.
         for acceptor in self.acceptors:  # 4. (their requests get the drain's 503)
-            acceptor.accept(limit=None)
-            acceptor.stop()
+            acceptor.accept(limit=None)  # and it goes on accepting until `shutdown`
         idle = await self._finish_in_flight(deadline)  # 5.
         self.clean = idle
         log.info(

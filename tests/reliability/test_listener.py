@@ -1,6 +1,6 @@
 """The listening socket's side of the drain: stop queueing, answer the queue, close.
 
-`stop_queueing` attaches a drop-all classic BPF filter: a connection queued
+`stop_queueing` attaches a classic BPF filter that drops new SYNs: a connection queued
 before it can still be accepted and served; one attempted after it is not
 queued (nothing to accept), and is refused once the socket closes, never
 accepted by the kernel and then reset.
