@@ -67,20 +67,25 @@ async def never_called(scope: Any, receive: Any, send: Any) -> None:
     raise AssertionError("a refused request reached the app")
 
 
-def protocol(app: Any, shedder: LoadShedder, lifecycle: Lifecycle) -> GuardedHttpToolsProtocol:
-    from uvicorn.server import ServerState
-
-    metrics = ServiceMetrics(max_batch_size=64, low_confidence_threshold=0.6)
+def server_config(app: Any, shedder: LoadShedder, lifecycle: Lifecycle) -> ServerConfig:
+    """The worker's protocol configuration with default settings, loaded, around `app`."""
     config = ServerConfig(
         app,
         settings=Settings(),
         lifecycle=lifecycle,
         shedder=shedder,
-        metrics=metrics,
+        metrics=ServiceMetrics(max_batch_size=64, low_confidence_threshold=0.6),
         http=GuardedHttpToolsProtocol,
         log_config=None,
     )
     config.load()
+    return config
+
+
+def protocol(app: Any, shedder: LoadShedder, lifecycle: Lifecycle) -> GuardedHttpToolsProtocol:
+    from uvicorn.server import ServerState
+
+    config = server_config(app, shedder, lifecycle)
     made = GuardedHttpToolsProtocol(config, server_state=ServerState(), app_state={})
     made.connection_made(FakeTransport())
     return made

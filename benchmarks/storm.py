@@ -43,25 +43,19 @@ from uvicorn.server import ServerState
 
 from benchmarks.bodies import write_bodies
 from benchmarks.overload import raise_file_limit
-from benchmarks.refusal_cost import never_called
+from benchmarks.refusal_cost import never_called, server_config
 from benchmarks.report import save_results
 from benchmarks.run import CLIENT_CPU, SERVER_CPU, machine
 from benchmarks.server import ROOT
 from benchmarks.wrk import STATUS_LUA, run_wrk
 from service.app import settle_the_collector
-from service.config import Settings
 from service.lifecycle import Lifecycle
-from service.metrics import ServiceMetrics
-from service.server import Acceptor, GuardedHttpToolsProtocol, ServerConfig
+from service.server import Acceptor, GuardedHttpToolsProtocol, Refusals
 from service.shedding import LoadShedder
 
 SERVERS = ("mnist-serve", "floor", "head-only")
 BACKLOG = 8192
-BUSY = b'{"error": "too many requests at once"}'
-REFUSAL = (
-    b"HTTP/1.1 429 Too Many Requests\r\ncontent-type: application/json\r\n"
-    b"retry-after: 1\r\ncontent-length: %d\r\n\r\n%s" % (len(BUSY), BUSY)
-)
+REFUSAL = Refusals().busy.keep_bytes  # the very bytes the worker answers with
 
 
 class RefuseAndPark(asyncio.Protocol):
@@ -96,16 +90,8 @@ async def serve_forever(kind: str, listener: socket.socket, ready: Connection) -
     elif kind == "head-only":
         Acceptor(listener, ParseRefuseAndPark, loop, BACKLOG).start()
     else:
-        config = ServerConfig(
-            never_called,
-            settings=Settings(),
-            lifecycle=Lifecycle(),
-            shedder=LoadShedder(limit=0),  # full: every request is refused at its head
-            metrics=ServiceMetrics(max_batch_size=64, low_confidence_threshold=0.6),
-            http=GuardedHttpToolsProtocol,
-            log_config=None,
-        )
-        config.load()
+        # A shedder without a free slot: every request is refused at its head.
+        config = server_config(never_called, LoadShedder(limit=0), Lifecycle())
         state = ServerState()
 
         def create_protocol() -> asyncio.Protocol:
