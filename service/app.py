@@ -135,7 +135,8 @@ def create_app(
             metrics=metrics,
             keys=keys,
             access_log=access_log,
-            max_concurrent=settings.max_concurrent_requests,
+            # No line on gRPC: its calls run at once, up to all the HTTP side holds.
+            max_concurrent=settings.max_concurrent_requests + settings.max_waiting_requests,
         ),
         server=v2.server_info(),
     )

@@ -115,14 +115,22 @@ class Settings(BaseSettings):
     )
     max_batch_items: int = Field(256, gt=0, le=4096, description="Most images in one request")
     max_json_depth: int = Field(8, gt=0, le=64, description="Deepest JSON nesting accepted")
-    # Two full batches. Fewer make the event loop's turns shorter, so refusals under
-    # overload faster, but refuse at moderate load: with 64, 1.9% of an open-loop
-    # soak at 70% of capacity got 429, with 128 none (docs/reliability.md, "Tuning").
+    # One full batch running. A refusal is written at the end of an event-loop turn,
+    # and a turn carries the work of up to this many requests: 128 made the refusal
+    # p99 under overload 54-62 ms, 64 made it 24-29 ms (docs/reliability.md, "Tuning").
     max_concurrent_requests: int = Field(
-        128,
+        64,
         gt=0,
-        description="Requests handled at once; beyond it 429 from the request head, and the "
-        "client's next request on that connection waits its turn",
+        description="Requests run at once; beyond it (and a full line) 429 from the request "
+        "head, and the client's next request on that connection waits its turn",
+    )
+    # A burst at moderate load waits here instead of being refused: without the line,
+    # 64 running refused 11 of 89,278 requests of a soak at 70% of capacity.
+    max_waiting_requests: int = Field(
+        64,
+        ge=0,
+        description="Requests past max_concurrent_requests that wait (body read) for a "
+        "free slot, first come first served, instead of a 429",
     )
     body_timeout_s: float = Field(
         10.0, gt=0, le=300, description="Slow clients: the whole body must arrive within this (408)"

@@ -34,12 +34,12 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from service.api.admission import PROBE_PATHS
 from service.api.answers import raw_error
-from service.api.asgi import CONNECTION_GUARD
+from service.api.asgi import ADMITTED_AT_HEAD, CONNECTION_GUARD
 from service.config import Settings
 from service.errors import RequestTimeout, ServiceError, ShuttingDown, TooManyRequests
 from service.lifecycle import Lifecycle
 from service.metrics import ServiceMetrics
-from service.shedding import LoadShedder, Waiting
+from service.shedding import LoadShedder, Turn, Waiting
 
 log = logging.getLogger("service.server")
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -171,7 +171,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self.parked = False
         self.requests_begun = 0
         self._holds_slot = False
-        self.admitted = False  # this request took one of the shedder's slots
+        self.admitted = False  # this request took one of the shedder's slots (or waits for one)
+        self._waits = False  # this request waits in the shedder's line for a slot
+        self._waiting: tuple[Any, Any] | None = None  # its cycle and app, not started yet
         self._peeker: socket.socket | None = None  # the connection's socket, for `peek`
 
     # -- ConnectionGuard and Parkable --------------------------------------------
@@ -198,6 +200,15 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self.transport.close()
             return Waiting.GONE
         return Waiting.REQUEST
+
+    def start(self) -> None:
+        """The request that waited in line has its slot: run it."""
+        waiting, self._waiting = self._waiting, None
+        if waiting is None:  # no cycle was made for it (an upgrade): give the slot back
+            self.gate.shedder.finished()
+            return
+        cycle, app = waiting
+        super()._start_asgi_task(cycle, app)
 
     def resume(self) -> None:
         """Our turn (or the drain): read the next request, which usually waits buffered."""
@@ -262,9 +273,11 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             return gate.refusals.draining
         if len(self.connections) > gate.max_connections:
             return gate.refusals.connections
-        if not gate.shedder.admit(self):
+        turn = gate.shedder.admit(self)
+        if turn is Turn.REFUSE:
             return gate.refusals.busy
         self._holds_slot = self.admitted = True
+        self._waits = turn is Turn.WAIT
         return None
 
     def _refuse(self, refusal: Refusal) -> None:
@@ -288,6 +301,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if self._holds_slot:  # the slot is given back when the app is done with the request
             self._holds_slot = False
             app = self.gate.releasing_app
+            if self._waits:  # its body is read into the cycle meanwhile; `start` runs it
+                self._waits = False
+                self._waiting = (cycle, app)
+                return
         super()._start_asgi_task(cycle, app)
 
     # -- uvicorn's callbacks -------------------------------------------------------
@@ -310,7 +327,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self._refuse(refusal)
             return
         super().on_headers_complete()
-        self.scope["extensions"] = {CONNECTION_GUARD: self}  # type: ignore[dict-item]
+        extensions: dict[str, object] = {CONNECTION_GUARD: self}
+        if self.admitted:
+            extensions[ADMITTED_AT_HEAD] = True
+        self.scope["extensions"] = extensions  # type: ignore[typeddict-item]
         if self.scope["method"] != "HEAD":  # (an answer to HEAD has no body to wait for)
             self.cycle.transport = OneWrite(self.transport, self.cycle)  # type: ignore[assignment]
 
@@ -665,7 +685,7 @@ def build_server(
     from service.app import create_app
 
     lifecycle = Lifecycle()
-    shedder = LoadShedder(settings.max_concurrent_requests)
+    shedder = LoadShedder(settings.max_concurrent_requests, settings.max_waiting_requests)
     app = create_app(settings, lifecycle=lifecycle)
     config = ServerConfig(
         app,

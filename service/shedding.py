@@ -1,9 +1,14 @@
-"""Load shedding by what the worker holds: admitted requests, a limit, and a queue of turns.
+"""Load shedding by what the worker holds: requests running, a short line, and turns.
 
 The HTTP protocol (`service.server`) asks `admit` when a request head has
-arrived and before its body is read. Below `limit` requests in flight it is
-admitted; past it the protocol answers 429 at once (a few microseconds, no ASGI
-app, no body) and then *parks* the connection: it stops reading from it, so the
+arrived and before its body is read. Below `limit` requests running it runs
+(`Turn.RUN`). Past it, while fewer than `line` requests wait, it waits
+(`Turn.WAIT`): its body is read and kept, and it runs, first come first served,
+when a slot frees. So a burst at moderate load is absorbed, not refused, while
+the number running, and with it the length of an event-loop turn (and so how
+long a refusal waits to be written), stays at `limit`. Past both, the protocol
+answers 429 at once (`Turn.REFUSE`: a few microseconds, no ASGI app, no body)
+and then *parks* the connection: it stops reading from it, so the
 client's next request waits in the kernel's socket buffer, costing nothing,
 until a slot frees. Slots are handed to parked connections first come, first
 served, and reserved for them, so a client that was refused is not refused
@@ -23,8 +28,8 @@ At its turn a connection is peeked at, not read: gone ones are skipped, a
 buffered request gets a slot kept for it, an idle one (nothing sent yet) just
 reads again and keeps no slot, so a sleeping client cannot hold capacity.
 
-Knows nothing of HTTP or of uvicorn: a connection is anything with `resume()`
-and `peek()`.
+Knows nothing of HTTP or of uvicorn: a connection is anything with `resume()`,
+`peek()` and `start()`.
 """
 
 from __future__ import annotations
@@ -42,7 +47,18 @@ class Waiting(Enum):
     REQUEST = "request"  # its next request is buffered: a slot is kept for it
 
 
+class Turn(Enum):
+    """What `admit` decided for a request."""
+
+    RUN = "run"  # a slot is free: it runs now
+    WAIT = "wait"  # no slot, room in the line: it runs (`start`) when one frees
+    REFUSE = "refuse"  # 429; the protocol then `park`s the connection
+
+
 class Parkable(Protocol):
+    def start(self) -> None:
+        """The request that waited in line has a slot now: run it."""
+
     def resume(self) -> None:
         """Start reading again: the next request (often already buffered) arrives."""
 
@@ -51,9 +67,11 @@ class Parkable(Protocol):
 
 
 class LoadShedder:
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, line: int = 0) -> None:
         self.limit = limit
-        self.held = 0  # requests admitted and not finished
+        self.line = line
+        self.held = 0  # requests running (started and not finished)
+        self._waiting: deque[Parkable] = deque()  # requests read, waiting for a slot
         self._parked: deque[Parkable] = deque()
         self._reserved: set[Parkable] = set()  # resumed, their slot kept for them
         self._draining = False
@@ -62,25 +80,38 @@ class LoadShedder:
     def parked(self) -> int:
         return len(self._parked)
 
-    def admit(self, connection: Parkable) -> bool:
-        """Take a slot for this connection's request, or False: refuse and `park` it."""
+    @property
+    def waiting(self) -> int:
+        return len(self._waiting)
+
+    def admit(self, connection: Parkable) -> Turn:
+        """Run this connection's request now, let it wait in line, or refuse it."""
         if connection in self._reserved:
             self._reserved.discard(connection)
             self.held += 1
-            return True
+            return Turn.RUN
         if self._draining:
-            return False
+            return Turn.REFUSE
         if self._parked and self.held + len(self._reserved) < self.limit:
             self._hand_out()  # free turns: wake those waiting, drop those who left
-        if self._parked or self.held + len(self._reserved) >= self.limit:
-            return False
-        self.held += 1
-        return True
+        if self._parked:  # refused clients go first: a newcomer queues behind them
+            return Turn.REFUSE
+        if self.held + len(self._reserved) < self.limit:
+            self.held += 1
+            return Turn.RUN
+        if len(self._waiting) < self.line:
+            self._waiting.append(connection)
+            return Turn.WAIT
+        return Turn.REFUSE
 
     def finished(self) -> None:
-        """An admitted request was answered (or abandoned): its slot goes to the next turn."""
+        """A running request was answered (or abandoned): its slot goes to the next turn."""
         self.held -= 1
-        self._hand_out()
+        if self._waiting:
+            self.held += 1
+            self._waiting.popleft().start()
+        else:
+            self._hand_out()
 
     def park(self, connection: Parkable) -> None:
         """The connection stopped reading after its refusal; wake it when its turn comes."""
@@ -96,15 +127,23 @@ class LoadShedder:
         return bool(self._parked) and not self._draining
 
     def forget(self, connection: Parkable) -> None:
-        """The connection closed: a slot reserved for it goes to the next in line."""
+        """The connection closed: its request waiting in line is dropped (nobody is
+        there to answer), a slot reserved for it goes to the next in line."""
+        if connection in self._waiting:
+            self._waiting.remove(connection)
         if connection in self._reserved:
             self._reserved.discard(connection)
             self._hand_out()
 
     def drain(self) -> None:
-        """Shutting down: no more turns; every parked connection reads again (and gets 503)."""
+        """Shutting down: no more turns. Requests waiting in line were read before the
+        drain: they run now, to their answer; every parked connection reads again
+        (and gets 503)."""
         self._draining = True
         self._reserved.clear()
+        while self._waiting:
+            self.held += 1
+            self._waiting.popleft().start()
         while self._parked:
             connection = self._parked.popleft()
             if connection.peek() is not Waiting.GONE:

@@ -8,6 +8,11 @@ not the work it protects. Health probes and /metrics pass (they are how
 operators see an overloaded or draining process), except for the key check
 when /metrics is protected.
 
+Our HTTP protocol (`service.server`) makes the drain and capacity decisions
+itself, from the request head, and marks the requests it admitted
+(`ADMITTED_AT_HEAD`): for those only the key and size checks are left here.
+Without that protocol (a test client, another server) all of them are made here.
+
 Admitted requests are counted in the `Lifecycle`, so a drain knows when the
 last one has been answered. Load shed while draining or over capacity is
 marked in the scope (`SHED`): it is counted in the metrics but gets no
@@ -20,7 +25,7 @@ from __future__ import annotations
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.api.answers import send_error
-from service.api.asgi import header, too_large
+from service.api.asgi import admitted_at_head, header, too_large
 from service.api.auth import ApiKeyCheck, needs_key, presented_key
 from service.errors import ServiceError, ShuttingDown, TooManyRequests, Unauthorized
 from service.lifecycle import Lifecycle
@@ -61,12 +66,17 @@ class Admission:
             return Unauthorized()
         if path in PROBE_PATHS:
             return None
+        if admitted_at_head(scope):  # the HTTP protocol decided capacity and drain already
+            return self._too_large(scope)
         if self.lifecycle.draining:
             error = ShuttingDown()
             error.headers["Connection"] = "close"  # its last answer: clients go elsewhere
             return error
         if self.lifecycle.accepted >= self.max_concurrent:
             return TooManyRequests()
+        return self._too_large(scope)
+
+    def _too_large(self, scope: Scope) -> ServiceError | None:
         declared = header(scope, b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
             return too_large(self.max_body_bytes)

@@ -18,6 +18,10 @@ from service.errors import ClientDisconnected, PayloadTooLarge, RequestTimeout, 
 # The scope extension under which `service.server`'s HTTP protocol offers its
 # `ConnectionGuard`. Other servers (a test client) offer none, and nothing breaks.
 CONNECTION_GUARD = "mnist.connection"
+# Set by that protocol on a request it admitted from its head (to run, or to wait in
+# line for a slot): the capacity and drain decisions are made, `Admission` does not
+# make them again. Its line is read before a drain, so it runs to its answer.
+ADMITTED_AT_HEAD = "mnist.admitted"
 
 
 class ConnectionGuard(Protocol):
@@ -31,6 +35,11 @@ class ConnectionGuard(Protocol):
 def connection_guard(scope: Scope) -> ConnectionGuard | None:
     extensions = scope.get("extensions")
     return extensions.get(CONNECTION_GUARD) if extensions else None
+
+
+def admitted_at_head(scope: Scope) -> bool:
+    extensions = scope.get("extensions")
+    return bool(extensions and extensions.get(ADMITTED_AT_HEAD))
 
 
 def client_gone(scope: Scope) -> Callable[[], bool] | None:

@@ -23,7 +23,9 @@ import pytest
 
 from evaluation.drain_clients import Attempt, Client
 from evaluation.live_server import LiveServer, live_server
-from evaluation.loadgen import host_port, run_async
+from evaluation.loadgen import build_request, host_port, run_async
+from evaluation.samples import SEVEN_PNG
+from tests.reliability.support import raw_connection, read_raw_response, wait_for_metric
 
 pytestmark = pytest.mark.slow
 
@@ -139,3 +141,41 @@ def test_sigterm_under_load_loses_nothing(tmp_path: Path, keep_alive: bool) -> N
     went_false = readiness.index(503)
     assert 200 not in readiness[went_false:], readiness
     assert all(status in (200, 503) for status in readiness[:went_false]), readiness
+
+
+def test_requests_waiting_in_line_at_sigterm_are_answered_200(tmp_path: Path) -> None:
+    """One slot, held by a request waiting ~1 s for its batch, and two requests waiting
+    in line for it. They were read before the signal, so the drain runs them to their
+    answer (200, `Connection: close`) instead of refusing them; then the exit is clean."""
+    env = {
+        **ENV,
+        "MNIST_DRAIN_DELAY_S": "0",
+        "MNIST_MAX_CONCURRENT_REQUESTS": "1",
+        "MNIST_MAX_WAITING_REQUESTS": "2",
+        "MNIST_MAX_QUEUE_DELAY_MS": "1000",
+    }
+    request = build_request("/v1/predict", SEVEN_PNG, "image/png")
+    with live_server(tmp_path, env=env) as server:
+        connections = [raw_connection(server.url) for _ in range(3)]
+        try:
+            connections[0].sendall(request)
+            wait_for_metric(server.url, "mnist_queue_depth_rows", 1)
+            for in_line in connections[1:]:
+                in_line.sendall(request)
+            # Both wait in line: a fourth request finds it full and is refused.
+            refused = httpx.post(
+                f"{server.url}/v1/predict",
+                content=SEVEN_PNG,
+                headers={"Content-Type": "image/png"},
+                timeout=10,
+            )
+            assert refused.status_code == 429
+            server.process.send_signal(signal.SIGTERM)
+            answers = [read_raw_response(connection) for connection in connections]
+            code = server.process.wait(GRACE_S + 5)
+        finally:
+            for connection in connections:
+                connection.close()
+    assert [status for status, _, _ in answers] == [200, 200, 200], answers
+    assert all(headers.get("connection") == "close" for _, headers, _ in answers[1:]), answers
+    assert code == 0

@@ -300,9 +300,14 @@ def test_trickling_body_is_cut_at_the_deadline(server: LiveServer) -> None:
 
 
 def test_too_many_requests_at_once_is_429_at_once(tmp_path: Path) -> None:
-    """MAX_CONCURRENT stalled uploads hold every slot: the next request is shed from its
-    head (its body never sent), probes still pass, and the uploads then complete."""
-    env = {"MNIST_MAX_CONCURRENT_REQUESTS": str(MAX_CONCURRENT), "MNIST_BODY_TIMEOUT_S": "60"}
+    """MAX_CONCURRENT stalled uploads hold every slot (and no line): the next request is
+    shed from its head (its body never sent), probes still pass, and the uploads then
+    complete."""
+    env = {
+        "MNIST_MAX_CONCURRENT_REQUESTS": str(MAX_CONCURRENT),
+        "MNIST_MAX_WAITING_REQUESTS": "0",
+        "MNIST_BODY_TIMEOUT_S": "60",
+    }
     partial = head(
         "/v1/predict", {"Content-Type": "image/png", "Content-Length": str(len(SEVEN_PNG))}
     )

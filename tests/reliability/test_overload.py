@@ -86,6 +86,7 @@ def test_a_refused_client_gets_the_next_free_turn(tmp_path: Path) -> None:
     ahead of a newcomer that arrives later (which is refused)."""
     env = {
         "MNIST_MAX_CONCURRENT_REQUESTS": "1",
+        "MNIST_MAX_WAITING_REQUESTS": "0",
         "MNIST_MAX_BATCH_SIZE": "64",
         "MNIST_MAX_QUEUE_DELAY_MS": "1000",  # the holder waits for its batch ~1 s
     }
@@ -112,6 +113,40 @@ def test_a_refused_client_gets_the_next_free_turn(tmp_path: Path) -> None:
         finally:
             holder.close()
             waiter.close()
+
+
+def test_a_burst_waits_in_line_instead_of_being_refused(tmp_path: Path) -> None:
+    """One slot, held ~1 s by a request waiting for its batch, and a line of one. The
+    next request waits in line (no 429) and is answered once the slot frees; the one
+    after it finds the line full and is refused at once."""
+    env = {
+        "MNIST_MAX_CONCURRENT_REQUESTS": "1",
+        "MNIST_MAX_WAITING_REQUESTS": "1",
+        "MNIST_MAX_BATCH_SIZE": "64",
+        "MNIST_MAX_QUEUE_DELAY_MS": "1000",  # the holder waits for its batch ~1 s
+    }
+    request = build_request("/v1/predict", SEVEN_PNG, "image/png")
+    with live_server(tmp_path, env=env) as server:
+        holder = raw_connection(server.url)
+        in_line = raw_connection(server.url)
+        try:
+            holder.sendall(request)
+            wait_for_metric(server.url, "mnist_queue_depth_rows", 1)
+            in_line.sendall(request)
+            refused = httpx.post(
+                f"{server.url}/v1/predict",
+                content=SEVEN_PNG,
+                headers={"Content-Type": "image/png"},
+                timeout=10,
+            )
+            assert refused.status_code == 429  # the line of one is taken
+            assert read_raw_response(holder)[0] == 200
+            status, _, body = read_raw_response(in_line)
+            assert status == 200, body  # it waited for the slot and ran
+            assert b'"digit":7' in body
+        finally:
+            holder.close()
+            in_line.close()
 
 
 def test_queue_full_answers_429_with_retry_after(tmp_path: Path) -> None:
