@@ -141,8 +141,8 @@ class Settings(BaseSettings):
     max_connections: int = Field(
         4096,
         gt=0,
-        description="Open connections per worker (also the listen backlog); beyond it 503 and "
-        "close. Raise `ulimit -n` above it",
+        description="Open connections per worker (also the listen backlog); beyond it a new "
+        "connection's first request gets 503 and close. Raise `ulimit -n` above it",
     )
 
     # Open Inference Protocol over gRPC

@@ -5,9 +5,10 @@
   the previous answer, the body within `body_timeout_s` of the head; a late
   body gets a 408), the `ConnectionGuard` the app uses to drop the work of
   clients that have gone, and load shedding from the request head: a request
-  the worker has no room for (`service.shedding`), one past `max_connections`
-  open connections, and every request once draining is answered 429/503 with
-  prepared bytes before its body is read and before any ASGI code runs.
+  the worker has no room for, running or in line (`service.shedding`), the
+  first request of a connection past `max_connections` open ones, and every
+  request once draining is answered 429/503 with prepared bytes before its body
+  is read and before any ASGI code runs.
 - `MnistServer`: the shutdown sequence on SIGTERM (`drain`), written once.
 - `Acceptor`, `stop_queueing`: the listening socket, accepted from and closed safely.
 - `build_server`, `serve_worker`: one worker's app and server; the process serving them.
@@ -271,7 +272,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             return None  # probes are how operators see an overloaded or draining process
         if gate.lifecycle.draining:
             return gate.refusals.draining
-        if len(self.connections) > gate.max_connections:
+        # Over the limit only a new connection is turned away (its first request): were
+        # it any request, one client reconnecting at the limit would push out others,
+        # each of which reconnects in turn (thousands of 503s a second at 4,096).
+        if self.requests_begun == 1 and len(self.connections) > gate.max_connections:
             return gate.refusals.connections
         turn = gate.shedder.admit(self)
         if turn is Turn.REFUSE:
