@@ -197,6 +197,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             return Waiting.IDLE  # alive, nothing sent yet
         except OSError:
             hung_up = True  # reset
+        # A request is buffered, but did its client close after it? (A load generator
+        # that stops, a client that gave up.) Its turn would run work nobody reads,
+        # and after a spike thousands of such turns kept refusing newcomers for ~1 s.
+        hung_up = hung_up or _peer_closed(self._peeker)
         if hung_up:
             self.transport.close()
             return Waiting.GONE
@@ -395,6 +399,22 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def idle(self) -> bool:
         """No request in progress: closing now cuts nothing (but one that never began waits)."""
         return (self.cycle is None or self.cycle.response_complete) and not self.pipeline
+
+
+_TCP_ESTABLISHED = 1  # the first byte of Linux's struct tcp_info is the TCP state
+
+
+def _peer_closed(sock: socket.socket) -> bool:
+    """The client sent its FIN (half-closed, or gone), whatever data it left buffered.
+
+    uvicorn closes a connection at the client's FIN too, so no answer could reach it.
+    Linux only (TCP_INFO); elsewhere False, and such a turn is merely wasted."""
+    if not hasattr(socket, "TCP_INFO"):
+        return False
+    try:
+        return sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0] != _TCP_ESTABLISHED
+    except OSError:
+        return True
 
 
 # -- the listening socket's side of the drain -------------------------------------------

@@ -115,6 +115,46 @@ def test_a_refused_client_gets_the_next_free_turn(tmp_path: Path) -> None:
             waiter.close()
 
 
+def test_a_parked_client_that_left_gets_no_turn(tmp_path: Path) -> None:
+    """A refused client sends its next request and then closes. At its turn nothing is
+    run for it (nobody could read the answer), and the slot goes to the next client:
+    after a spike, thousands of such turns would keep refusing newcomers."""
+    env = {
+        "MNIST_MAX_CONCURRENT_REQUESTS": "1",
+        "MNIST_MAX_WAITING_REQUESTS": "0",
+        "MNIST_MAX_BATCH_SIZE": "64",
+        "MNIST_MAX_QUEUE_DELAY_MS": "1000",  # the holder waits for its batch ~1 s
+    }
+    request = build_request("/v1/predict", SEVEN_PNG, "image/png")
+    with live_server(tmp_path, env=env) as server:
+        holder = raw_connection(server.url)
+        leaver = raw_connection(server.url)
+        try:
+            holder.sendall(request)
+            wait_for_metric(server.url, "mnist_queue_depth_rows", 1)
+            leaver.sendall(request)
+            assert read_raw_response(leaver)[0] == 429  # refused, parked
+            leaver.sendall(request)  # its next request waits unread...
+            leaver.close()  # ...and its client leaves
+            assert read_raw_response(holder)[0] == 200
+            after = httpx.post(
+                f"{server.url}/v1/predict",
+                content=SEVEN_PNG,
+                headers={"Content-Type": "image/png"},
+                timeout=10,
+            )
+            assert after.status_code == 200
+            samples = scrape(server.url)
+        finally:
+            holder.close()
+    predictions = {
+        dict(labels)["status"]: value
+        for (name, labels), value in samples.items()
+        if name == "mnist_http_requests_total" and dict(labels).get("route") == "/v1/predict"
+    }
+    assert predictions == {"200": 2}, predictions  # the holder's and the newcomer's only
+
+
 def test_a_burst_waits_in_line_instead_of_being_refused(tmp_path: Path) -> None:
     """One slot, held ~1 s by a request waiting for its batch, and a line of one. The
     next request waits in line (no 429) and is answered once the slot frees; the one
