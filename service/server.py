@@ -511,9 +511,7 @@ class Acceptor:
                 self.stop()
                 self.loop.call_later(0.1, self.start)
                 return False
-            count += 1
-            connection.setblocking(False)
-            connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            count += 1  # (uvloop makes it non-blocking and sets TCP_NODELAY itself)
             task = self.loop.create_task(
                 self.loop.connect_accepted_socket(self.protocol_factory, connection)
             )

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import fcntl
+import os
 import select
 import socket
 import sys
 
 import pytest
+import uvloop
 
 from service.server import Acceptor, stop_queueing
 
@@ -70,24 +73,43 @@ def test_without_the_option_it_reports_the_fallback(monkeypatch: pytest.MonkeyPa
 
 
 def test_acceptor_accepts_every_queued_connection() -> None:
-    async def scenario() -> int:
+    """Every queued connection is accepted, non-blocking and with TCP_NODELAY (set by
+    uvloop, the worker's loop: an answer is not held back by Nagle's algorithm)."""
+
+    class Kept(asyncio.Protocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            self.fd = transport.get_extra_info("socket").fileno()
+
+    async def scenario() -> list[tuple[bool, int]]:
         server = listener()
         address = server.getsockname()
         clients = [socket.create_connection(address, timeout=5) for _ in range(5)]
-        made: list[asyncio.Protocol] = []
+        made: list[Kept] = []
         loop = asyncio.get_running_loop()
 
         def protocol() -> asyncio.Protocol:
-            made.append(asyncio.Protocol())
+            made.append(Kept())
             return made[-1]
 
         acceptor = Acceptor(server, protocol, loop, 16)
         assert acceptor.accept(limit=None)  # True: the queue is empty now
         while acceptor.pending:
             await asyncio.wait(list(acceptor.pending))
+        options = []
+        for kept in made:
+            accepted = socket.socket(fileno=kept.fd)
+            try:
+                blocking = bool(fcntl.fcntl(kept.fd, fcntl.F_GETFL) & os.O_NONBLOCK)
+                options.append(
+                    (blocking, accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+                )
+            finally:
+                accepted.detach()  # the transport owns the descriptor
         for client in clients:
             client.close()
         server.close()
-        return len(made)
+        return options
 
-    assert asyncio.run(scenario()) == 5
+    options = uvloop.run(scenario())
+    assert len(options) == 5
+    assert all(non_blocking and nodelay for non_blocking, nodelay in options), options

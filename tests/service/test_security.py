@@ -230,6 +230,7 @@ def test_access_log_lines_are_json_with_the_essentials(logged_server: tuple[str,
     for entry in access:
         assert {"request_id", "route", "status", "duration_ms", "time", "level"} <= set(entry)
         assert isinstance(entry["status"], int) and entry["duration_ms"] >= 0
+        assert entry["client"] == "127.0.0.1"  # the peer's address, as the server saw it
         assert re.fullmatch(r"[A-Za-z0-9._:-]{1,128}", entry["request_id"])
         assert not {"headers", "body", "authorization", "x-api-key"} & {k.lower() for k in entry}
     assert access[0]["request_id"] == "trace-123"
