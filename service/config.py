@@ -117,7 +117,8 @@ class Settings(BaseSettings):
     max_json_depth: int = Field(8, gt=0, le=64, description="Deepest JSON nesting accepted")
     # One full batch running. A refusal is written at the end of an event-loop turn,
     # and a turn carries the work of up to this many requests: 128 made the refusal
-    # p99 under overload 54-62 ms, 64 made it 24-29 ms (docs/reliability.md, "Tuning").
+    # p99 at 1,024 connections 49-53 ms, 64 made it 21-45 ms (docs/reliability.md,
+    # "Tuning").
     max_concurrent_requests: int = Field(
         64,
         gt=0,
