@@ -80,6 +80,13 @@ class ServiceMetrics:
             namespace=NAMESPACE,
             registry=registry,
         )
+        self.http_waiting = Gauge(
+            "http_requests_waiting",
+            "Requests read and waiting in line for a free slot (MNIST_MAX_WAITING_REQUESTS).",
+            multiprocess_mode="livesum",
+            namespace=NAMESPACE,
+            registry=registry,
+        )
         self.predictions = Counter(
             "predictions_total",
             "Images classified, by model version and predicted digit.",

@@ -173,7 +173,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self.requests_begun = 0
         self._holds_slot = False
         self.admitted = False  # this request took one of the shedder's slots (or waits for one)
-        self._waits = False  # this request waits in the shedder's line for a slot
+        self.in_line = False  # this request waits in the shedder's line for a slot
         self._waiting: tuple[Any, Any] | None = None  # its cycle and app, not started yet
         self._peeker: socket.socket | None = None  # the connection's socket, for `peek`
 
@@ -208,6 +208,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def start(self) -> None:
         """The request that waited in line has its slot: run it."""
+        self._left_the_line()
         waiting, self._waiting = self._waiting, None
         if waiting is None:  # no cycle was made for it (an upgrade): give the slot back
             self.gate.shedder.finished()
@@ -285,8 +286,17 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if turn is Turn.REFUSE:
             return gate.refusals.busy
         self._holds_slot = self.admitted = True
-        self._waits = turn is Turn.WAIT
+        self.in_line = turn is Turn.WAIT
+        if self.in_line and gate.metrics is not None:
+            gate.metrics.http_waiting.inc()
         return None
+
+    def _left_the_line(self) -> None:
+        """Its slot came, or its client left: it no longer waits."""
+        if self.in_line:
+            self.in_line = False
+            if self.gate.metrics is not None:
+                self.gate.metrics.http_waiting.dec()
 
     def _refuse(self, refusal: Refusal) -> None:
         """Answer with prepared bytes; the body that follows is read and dropped."""
@@ -309,8 +319,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if self._holds_slot:  # the slot is given back when the app is done with the request
             self._holds_slot = False
             app = self.gate.releasing_app
-            if self._waits:  # its body is read into the cycle meanwhile; `start` runs it
-                self._waits = False
+            if self.in_line:  # its body is read into the cycle meanwhile; `start` runs it
                 self._waiting = (cycle, app)
                 return
         super()._start_asgi_task(cycle, app)
@@ -389,6 +398,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self._peeker.detach()  # the transport owns (and has closed) the descriptor
             self._peeker = None
         super().connection_lost(exc)
+        self._left_the_line()
         self.gate.shedder.forget(self)
 
     def last_answer_closes(self) -> None:

@@ -9,6 +9,7 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from evaluation.loadgen import host_port
+from evaluation.samples import SEVEN_PNG
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -26,6 +27,27 @@ def scrape(url: str) -> Samples:
 
 def metric(samples: Samples, name: str, **labels: str) -> float:
     return samples.get((name, frozenset(labels.items())), 0.0)
+
+
+def post_seven(url: str, timeout_s: float = 10.0) -> httpx.Response:
+    """One prediction of a 28x28 PNG of a 7, on a connection of its own."""
+    return httpx.post(
+        f"{url}/v1/predict",
+        content=SEVEN_PNG,
+        headers={"Content-Type": "image/png"},
+        timeout=timeout_s,
+    )
+
+
+def one_slot_held_a_second(waiting: int) -> dict[str, str]:
+    """Server settings with one slot, which a lone request holds ~1 s (it waits for
+    its batch to fill), and a line of `waiting` requests behind it."""
+    return {
+        "MNIST_MAX_CONCURRENT_REQUESTS": "1",
+        "MNIST_MAX_WAITING_REQUESTS": str(waiting),
+        "MNIST_MAX_BATCH_SIZE": "64",
+        "MNIST_MAX_QUEUE_DELAY_MS": "1000",
+    }
 
 
 def raw_connection(url: str, timeout_s: float = 10.0) -> socket.socket:

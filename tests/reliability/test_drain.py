@@ -25,7 +25,13 @@ from evaluation.drain_clients import Attempt, Client
 from evaluation.live_server import LiveServer, live_server
 from evaluation.loadgen import build_request, host_port, run_async
 from evaluation.samples import SEVEN_PNG
-from tests.reliability.support import raw_connection, read_raw_response, wait_for_metric
+from tests.reliability.support import (
+    one_slot_held_a_second,
+    post_seven,
+    raw_connection,
+    read_raw_response,
+    wait_for_metric,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -147,13 +153,7 @@ def test_requests_waiting_in_line_at_sigterm_are_answered_200(tmp_path: Path) ->
     """One slot, held by a request waiting ~1 s for its batch, and two requests waiting
     in line for it. They were read before the signal, so the drain runs them to their
     answer (200, `Connection: close`) instead of refusing them; then the exit is clean."""
-    env = {
-        **ENV,
-        "MNIST_DRAIN_DELAY_S": "0",
-        "MNIST_MAX_CONCURRENT_REQUESTS": "1",
-        "MNIST_MAX_WAITING_REQUESTS": "2",
-        "MNIST_MAX_QUEUE_DELAY_MS": "1000",
-    }
+    env = {**ENV, "MNIST_DRAIN_DELAY_S": "0", **one_slot_held_a_second(waiting=2)}
     request = build_request("/v1/predict", SEVEN_PNG, "image/png")
     with live_server(tmp_path, env=env) as server:
         connections = [raw_connection(server.url) for _ in range(3)]
@@ -162,13 +162,9 @@ def test_requests_waiting_in_line_at_sigterm_are_answered_200(tmp_path: Path) ->
             wait_for_metric(server.url, "mnist_queue_depth_rows", 1)
             for in_line in connections[1:]:
                 in_line.sendall(request)
+            wait_for_metric(server.url, "mnist_http_requests_waiting", 2)
             # Both wait in line: a fourth request finds it full and is refused.
-            refused = httpx.post(
-                f"{server.url}/v1/predict",
-                content=SEVEN_PNG,
-                headers={"Content-Type": "image/png"},
-                timeout=10,
-            )
+            refused = post_seven(server.url)
             assert refused.status_code == 429
             server.process.send_signal(signal.SIGTERM)
             answers = [read_raw_response(connection) for connection in connections]

@@ -28,6 +28,7 @@ from evaluation.loadgen import build_request
 from evaluation.samples import SEVEN_PNG
 from tests.reliability.support import (
     metric,
+    post_seven,
     raw_connection,
     read_raw_response,
     scrape,
@@ -333,12 +334,7 @@ def test_too_many_requests_at_once_is_429_at_once(tmp_path: Path) -> None:
         finally:
             for sock in socks:
                 sock.close()
-        after = httpx.post(
-            f"{slow_server.url}/v1/predict",
-            content=SEVEN_PNG,
-            headers={"Content-Type": "image/png"},
-            timeout=10,
-        )
+        after = post_seven(slow_server.url)
         assert after.status_code == 200
 
 
@@ -382,12 +378,7 @@ def test_connection_limit_answers_503_with_retry_after(small_server: LiveServer)
     """Past MNIST_MAX_CONNECTIONS (8) open connections: 503 with Retry-After, then closed."""
     held = [raw_connection(small_server.url) for _ in range(8)]  # accepted in order
     try:
-        response = httpx.post(
-            f"{small_server.url}/v1/predict",
-            content=SEVEN_PNG,
-            headers={"Content-Type": "image/png"},
-            timeout=5.0,
-        )
+        response = post_seven(small_server.url, timeout_s=5.0)
         assert response.status_code == 503, response.text
         assert response.headers.get("retry-after"), dict(response.headers)
     finally:

@@ -28,6 +28,8 @@ from evaluation.loadgen import Result, build_request, closed_loop, host_port, ru
 from evaluation.samples import SEVEN_PNG
 from tests.reliability.support import (
     metric,
+    one_slot_held_a_second,
+    post_seven,
     raw_connection,
     read_raw_response,
     scrape,
@@ -53,12 +55,7 @@ def test_many_more_clients_than_slots_all_get_answers_and_turns(tmp_path: Path) 
         results = run_async(load)
         samples = scrape(server.url)
         ready = httpx.get(f"{server.url}/readyz", timeout=10)
-        answer = httpx.post(
-            f"{server.url}/v1/predict",
-            content=SEVEN_PNG,
-            headers={"Content-Type": "image/png"},
-            timeout=10,
-        )
+        answer = post_seven(server.url)
 
     statuses = Counter(r.status if r.status is not None else r.error for r in results)
     print(f"\noverload report: {dict(statuses)}")
@@ -84,12 +81,7 @@ def test_a_refused_client_gets_the_next_free_turn(tmp_path: Path) -> None:
     refused at once (429) and then waits its turn without being refused again: its
     next request on the same connection is answered 200 once the slot frees,
     ahead of a newcomer that arrives later (which is refused)."""
-    env = {
-        "MNIST_MAX_CONCURRENT_REQUESTS": "1",
-        "MNIST_MAX_WAITING_REQUESTS": "0",
-        "MNIST_MAX_BATCH_SIZE": "64",
-        "MNIST_MAX_QUEUE_DELAY_MS": "1000",  # the holder waits for its batch ~1 s
-    }
+    env = one_slot_held_a_second(waiting=0)
     request = build_request("/v1/predict", SEVEN_PNG, "image/png")
     with live_server(tmp_path, env=env) as server:
         holder = raw_connection(server.url)
@@ -101,12 +93,7 @@ def test_a_refused_client_gets_the_next_free_turn(tmp_path: Path) -> None:
             status, headers, _ = read_raw_response(waiter)
             assert status == 429 and headers["retry-after"] == "1"
             waiter.sendall(request)  # retried at once: parked, not refused again
-            newcomer = httpx.post(
-                f"{server.url}/v1/predict",
-                content=SEVEN_PNG,
-                headers={"Content-Type": "image/png"},
-                timeout=10,
-            )
+            newcomer = post_seven(server.url)
             assert newcomer.status_code == 429  # the turn belongs to the waiter
             assert read_raw_response(holder)[0] == 200
             assert read_raw_response(waiter)[0] == 200
@@ -119,12 +106,7 @@ def test_a_parked_client_that_left_gets_no_turn(tmp_path: Path) -> None:
     """A refused client sends its next request and then closes. At its turn nothing is
     run for it (nobody could read the answer), and the slot goes to the next client:
     after a spike, thousands of such turns would keep refusing newcomers."""
-    env = {
-        "MNIST_MAX_CONCURRENT_REQUESTS": "1",
-        "MNIST_MAX_WAITING_REQUESTS": "0",
-        "MNIST_MAX_BATCH_SIZE": "64",
-        "MNIST_MAX_QUEUE_DELAY_MS": "1000",  # the holder waits for its batch ~1 s
-    }
+    env = one_slot_held_a_second(waiting=0)
     request = build_request("/v1/predict", SEVEN_PNG, "image/png")
     with live_server(tmp_path, env=env) as server:
         holder = raw_connection(server.url)
@@ -137,12 +119,7 @@ def test_a_parked_client_that_left_gets_no_turn(tmp_path: Path) -> None:
             leaver.sendall(request)  # its next request waits unread...
             leaver.close()  # ...and its client leaves
             assert read_raw_response(holder)[0] == 200
-            after = httpx.post(
-                f"{server.url}/v1/predict",
-                content=SEVEN_PNG,
-                headers={"Content-Type": "image/png"},
-                timeout=10,
-            )
+            after = post_seven(server.url)
             assert after.status_code == 200
             samples = scrape(server.url)
         finally:
@@ -159,12 +136,7 @@ def test_a_burst_waits_in_line_instead_of_being_refused(tmp_path: Path) -> None:
     """One slot, held ~1 s by a request waiting for its batch, and a line of one. The
     next request waits in line (no 429) and is answered once the slot frees; the one
     after it finds the line full and is refused at once."""
-    env = {
-        "MNIST_MAX_CONCURRENT_REQUESTS": "1",
-        "MNIST_MAX_WAITING_REQUESTS": "1",
-        "MNIST_MAX_BATCH_SIZE": "64",
-        "MNIST_MAX_QUEUE_DELAY_MS": "1000",  # the holder waits for its batch ~1 s
-    }
+    env = one_slot_held_a_second(waiting=1)
     request = build_request("/v1/predict", SEVEN_PNG, "image/png")
     with live_server(tmp_path, env=env) as server:
         holder = raw_connection(server.url)
@@ -173,17 +145,14 @@ def test_a_burst_waits_in_line_instead_of_being_refused(tmp_path: Path) -> None:
             holder.sendall(request)
             wait_for_metric(server.url, "mnist_queue_depth_rows", 1)
             in_line.sendall(request)
-            refused = httpx.post(
-                f"{server.url}/v1/predict",
-                content=SEVEN_PNG,
-                headers={"Content-Type": "image/png"},
-                timeout=10,
-            )
+            wait_for_metric(server.url, "mnist_http_requests_waiting", 1)  # operators see it
+            refused = post_seven(server.url)
             assert refused.status_code == 429  # the line of one is taken
             assert read_raw_response(holder)[0] == 200
             status, _, body = read_raw_response(in_line)
             assert status == 200, body  # it waited for the slot and ran
             assert b'"digit":7' in body
+            assert metric(scrape(server.url), "mnist_http_requests_waiting") == 0
         finally:
             holder.close()
             in_line.close()
