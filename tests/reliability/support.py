@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import socket
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from evaluation.loadgen import host_port
+from evaluation.live_server import LiveServer, live_server
+from evaluation.loadgen import build_request, host_port
 from evaluation.samples import SEVEN_PNG
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -39,15 +43,30 @@ def post_seven(url: str, timeout_s: float = 10.0) -> httpx.Response:
     )
 
 
-def one_slot_held_a_second(waiting: int) -> dict[str, str]:
-    """Server settings with one slot, which a lone request holds ~1 s (it waits for
-    its batch to fill), and a line of `waiting` requests behind it."""
-    return {
+PREDICTION = build_request("/v1/predict", SEVEN_PNG, "image/png")  # raw HTTP/1.1 bytes
+
+
+@contextmanager
+def the_only_slot_held(
+    directory: Path, *, waiting: int, env: dict[str, str] | None = None
+) -> Iterator[tuple[LiveServer, socket.socket]]:
+    """A live server with one slot, held ~1 s by a prediction on the yielded socket
+    (it waits for its batch to fill), and a line of `waiting` requests behind it."""
+    settings = {
+        **(env or {}),
         "MNIST_MAX_CONCURRENT_REQUESTS": "1",
         "MNIST_MAX_WAITING_REQUESTS": str(waiting),
         "MNIST_MAX_BATCH_SIZE": "64",
         "MNIST_MAX_QUEUE_DELAY_MS": "1000",
     }
+    with live_server(directory, env=settings) as server:
+        holder = raw_connection(server.url)
+        try:
+            holder.sendall(PREDICTION)
+            wait_for_metric(server.url, "mnist_queue_depth_rows", 1)
+            yield server, holder
+        finally:
+            holder.close()
 
 
 def raw_connection(url: str, timeout_s: float = 10.0) -> socket.socket:

@@ -23,13 +23,13 @@ import pytest
 
 from evaluation.drain_clients import Attempt, Client
 from evaluation.live_server import LiveServer, live_server
-from evaluation.loadgen import build_request, host_port, run_async
-from evaluation.samples import SEVEN_PNG
+from evaluation.loadgen import host_port, run_async
 from tests.reliability.support import (
-    one_slot_held_a_second,
+    PREDICTION,
     post_seven,
     raw_connection,
     read_raw_response,
+    the_only_slot_held,
     wait_for_metric,
 )
 
@@ -153,24 +153,20 @@ def test_requests_waiting_in_line_at_sigterm_are_answered_200(tmp_path: Path) ->
     """One slot, held by a request waiting ~1 s for its batch, and two requests waiting
     in line for it. They were read before the signal, so the drain runs them to their
     answer (200, `Connection: close`) instead of refusing them; then the exit is clean."""
-    env = {**ENV, "MNIST_DRAIN_DELAY_S": "0", **one_slot_held_a_second(waiting=2)}
-    request = build_request("/v1/predict", SEVEN_PNG, "image/png")
-    with live_server(tmp_path, env=env) as server:
-        connections = [raw_connection(server.url) for _ in range(3)]
+    env = {**ENV, "MNIST_DRAIN_DELAY_S": "0"}
+    with the_only_slot_held(tmp_path, waiting=2, env=env) as (server, holder):
+        in_line = [raw_connection(server.url) for _ in range(2)]
         try:
-            connections[0].sendall(request)
-            wait_for_metric(server.url, "mnist_queue_depth_rows", 1)
-            for in_line in connections[1:]:
-                in_line.sendall(request)
+            for connection in in_line:
+                connection.sendall(PREDICTION)
             wait_for_metric(server.url, "mnist_http_requests_waiting", 2)
             # Both wait in line: a fourth request finds it full and is refused.
-            refused = post_seven(server.url)
-            assert refused.status_code == 429
+            assert post_seven(server.url).status_code == 429
             server.process.send_signal(signal.SIGTERM)
-            answers = [read_raw_response(connection) for connection in connections]
+            answers = [read_raw_response(connection) for connection in [holder, *in_line]]
             code = server.process.wait(GRACE_S + 5)
         finally:
-            for connection in connections:
+            for connection in in_line:
                 connection.close()
     assert [status for status, _, _ in answers] == [200, 200, 200], answers
     assert all(headers.get("connection") == "close" for _, headers, _ in answers[1:]), answers

@@ -24,9 +24,9 @@ import pytest
 from PIL import Image
 
 from evaluation.live_server import LiveServer, live_server
-from evaluation.loadgen import build_request
 from evaluation.samples import SEVEN_PNG
 from tests.reliability.support import (
+    PREDICTION,
     metric,
     post_seven,
     raw_connection,
@@ -392,18 +392,17 @@ def test_the_connection_limit_turns_away_newcomers_not_connections_being_served(
     """Over MNIST_MAX_CONNECTIONS only a new connection's first request gets the 503: a
     connection already served goes on being served. Otherwise one client reconnecting
     at the limit pushes out another, which reconnects in turn."""
-    request = build_request("/v1/predict", SEVEN_PNG, "image/png")
     with live_server(tmp_path, env={"MNIST_MAX_CONNECTIONS": "2"}) as server:
         served = raw_connection(server.url)
         crowd: list[socket.socket] = []
         try:
-            served.sendall(request)
+            served.sendall(PREDICTION)
             assert read_raw_response(served)[0] == 200
             crowd = [raw_connection(server.url) for _ in range(3)]  # 4 open: over the 2
-            crowd[-1].sendall(request)
+            crowd[-1].sendall(PREDICTION)
             status, headers, _ = read_raw_response(crowd[-1])
             assert status == 503 and headers["connection"] == "close"
-            served.sendall(request)  # 3 still open, over the limit: served all the same
+            served.sendall(PREDICTION)  # 3 still open, over the limit: served all the same
             status, _, body = read_raw_response(served)
             assert status == 200, body
         finally:

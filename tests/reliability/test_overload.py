@@ -27,12 +27,13 @@ from evaluation.live_server import live_server
 from evaluation.loadgen import Result, build_request, closed_loop, host_port, run_async
 from evaluation.samples import SEVEN_PNG
 from tests.reliability.support import (
+    PREDICTION,
     metric,
-    one_slot_held_a_second,
     post_seven,
     raw_connection,
     read_raw_response,
     scrape,
+    the_only_slot_held,
     wait_for_metric,
 )
 
@@ -77,53 +78,38 @@ def test_many_more_clients_than_slots_all_get_answers_and_turns(tmp_path: Path) 
 
 
 def test_a_refused_client_gets_the_next_free_turn(tmp_path: Path) -> None:
-    """One slot, held ~1 s by a request waiting for its batch. A second client is
-    refused at once (429) and then waits its turn without being refused again: its
-    next request on the same connection is answered 200 once the slot frees,
-    ahead of a newcomer that arrives later (which is refused)."""
-    env = one_slot_held_a_second(waiting=0)
-    request = build_request("/v1/predict", SEVEN_PNG, "image/png")
-    with live_server(tmp_path, env=env) as server:
-        holder = raw_connection(server.url)
-        waiter = raw_connection(server.url)
-        try:
-            holder.sendall(request)
-            wait_for_metric(server.url, "mnist_queue_depth_rows", 1)
-            waiter.sendall(request)
-            status, headers, _ = read_raw_response(waiter)
-            assert status == 429 and headers["retry-after"] == "1"
-            waiter.sendall(request)  # retried at once: parked, not refused again
-            newcomer = post_seven(server.url)
-            assert newcomer.status_code == 429  # the turn belongs to the waiter
-            assert read_raw_response(holder)[0] == 200
-            assert read_raw_response(waiter)[0] == 200
-        finally:
-            holder.close()
-            waiter.close()
+    """One slot, held ~1 s by a request waiting for its batch, and no line. A second
+    client is refused at once (429) and then waits its turn without being refused
+    again: its next request on the same connection is answered 200 once the slot
+    frees, ahead of a newcomer that arrives later (which is refused)."""
+    with (
+        the_only_slot_held(tmp_path, waiting=0) as (server, holder),
+        raw_connection(server.url) as waiter,
+    ):
+        waiter.sendall(PREDICTION)
+        status, headers, _ = read_raw_response(waiter)
+        assert status == 429 and headers["retry-after"] == "1"
+        waiter.sendall(PREDICTION)  # retried at once: parked, not refused again
+        newcomer = post_seven(server.url)
+        assert newcomer.status_code == 429  # the turn belongs to the waiter
+        assert read_raw_response(holder)[0] == 200
+        assert read_raw_response(waiter)[0] == 200
 
 
 def test_a_parked_client_that_left_gets_no_turn(tmp_path: Path) -> None:
     """A refused client sends its next request and then closes. At its turn nothing is
     run for it (nobody could read the answer), and the slot goes to the next client:
     after a spike, thousands of such turns would keep refusing newcomers."""
-    env = one_slot_held_a_second(waiting=0)
-    request = build_request("/v1/predict", SEVEN_PNG, "image/png")
-    with live_server(tmp_path, env=env) as server:
-        holder = raw_connection(server.url)
-        leaver = raw_connection(server.url)
-        try:
-            holder.sendall(request)
-            wait_for_metric(server.url, "mnist_queue_depth_rows", 1)
-            leaver.sendall(request)
+    with the_only_slot_held(tmp_path, waiting=0) as (server, holder):
+        with raw_connection(server.url) as leaver:
+            leaver.sendall(PREDICTION)
             assert read_raw_response(leaver)[0] == 429  # refused, parked
-            leaver.sendall(request)  # its next request waits unread...
-            leaver.close()  # ...and its client leaves
-            assert read_raw_response(holder)[0] == 200
-            after = post_seven(server.url)
-            assert after.status_code == 200
-            samples = scrape(server.url)
-        finally:
-            holder.close()
+            leaver.sendall(PREDICTION)  # its next request waits unread...
+        # ...and its client has left.
+        assert read_raw_response(holder)[0] == 200
+        after = post_seven(server.url)
+        assert after.status_code == 200
+        samples = scrape(server.url)
     predictions = {
         dict(labels)["status"]: value
         for (name, labels), value in samples.items()
@@ -136,26 +122,19 @@ def test_a_burst_waits_in_line_instead_of_being_refused(tmp_path: Path) -> None:
     """One slot, held ~1 s by a request waiting for its batch, and a line of one. The
     next request waits in line (no 429) and is answered once the slot frees; the one
     after it finds the line full and is refused at once."""
-    env = one_slot_held_a_second(waiting=1)
-    request = build_request("/v1/predict", SEVEN_PNG, "image/png")
-    with live_server(tmp_path, env=env) as server:
-        holder = raw_connection(server.url)
-        in_line = raw_connection(server.url)
-        try:
-            holder.sendall(request)
-            wait_for_metric(server.url, "mnist_queue_depth_rows", 1)
-            in_line.sendall(request)
-            wait_for_metric(server.url, "mnist_http_requests_waiting", 1)  # operators see it
-            refused = post_seven(server.url)
-            assert refused.status_code == 429  # the line of one is taken
-            assert read_raw_response(holder)[0] == 200
-            status, _, body = read_raw_response(in_line)
-            assert status == 200, body  # it waited for the slot and ran
-            assert b'"digit":7' in body
-            assert metric(scrape(server.url), "mnist_http_requests_waiting") == 0
-        finally:
-            holder.close()
-            in_line.close()
+    with (
+        the_only_slot_held(tmp_path, waiting=1) as (server, holder),
+        raw_connection(server.url) as in_line,
+    ):
+        in_line.sendall(PREDICTION)
+        wait_for_metric(server.url, "mnist_http_requests_waiting", 1)  # operators see it
+        refused = post_seven(server.url)
+        assert refused.status_code == 429  # the line of one is taken
+        assert read_raw_response(holder)[0] == 200
+        status, _, body = read_raw_response(in_line)
+        assert status == 200, body  # it waited for the slot and ran
+        assert b'"digit":7' in body
+        assert metric(scrape(server.url), "mnist_http_requests_waiting") == 0
 
 
 def test_queue_full_answers_429_with_retry_after(tmp_path: Path) -> None:
