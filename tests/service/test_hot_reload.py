@@ -156,6 +156,13 @@ def server(tmp_path: Path, repository: Path) -> Iterator[LiveServer]:
     env = {"MNIST_MODEL_REPOSITORY": str(repository), "MNIST_API_KEYS": KEY}
     state = ["--repository-state-dir", str(tmp_path / "state")]
     with live_server(tmp_path, "--workers", "2", *state, env=env) as live:
+        # Ready means one worker answers; the tests need both, each registered in the
+        # shared folder (else a load waits only for the first, and the second starts
+        # on the new version later). Bounded polling: no event crosses processes.
+        deadline = time.monotonic() + 60
+        while len(workers_confirmed(tmp_path / "state")) < 2:
+            assert time.monotonic() < deadline, "the second worker never registered"
+            time.sleep(0.05)
         yield live
 
 
