@@ -210,9 +210,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         """The request that waited in line has its slot: run it."""
         self._left_the_line()
         waiting, self._waiting = self._waiting, None
-        if waiting is None:  # no cycle was made for it (an upgrade): give the slot back
-            self.gate.shedder.finished()
-            return
+        assert waiting is not None, "a request in line has its cycle (no upgrades: ws='none')"
         cycle, app = waiting
         super()._start_asgi_task(cycle, app)
 
@@ -737,6 +735,10 @@ def build_server(
         # uvicorn closes them; tasks still running then are cancelled. Keeps SIGKILL away.
         timeout_graceful_shutdown=UVICORN_SHUTDOWN_S,
         timeout_keep_alive=5,
+        # No WebSocket endpoints: an `Upgrade: websocket` request is an ordinary request
+        # (a 404 or 405). Handed to uvicorn's WebSocket protocol instead, it never gave
+        # back the slot it was admitted with, and 64 of them locked the worker out.
+        ws="none",
     )
     return MnistServer(
         config,

@@ -408,3 +408,21 @@ def test_the_connection_limit_turns_away_newcomers_not_connections_being_served(
         finally:
             for sock in [served, *crowd]:
                 sock.close()
+
+
+def test_an_upgrade_request_holds_no_slot(tmp_path: Path) -> None:
+    """The service has no WebSocket endpoint: `Upgrade: websocket` is answered like any
+    request (4xx), and the slot it ran in is free again for the next client."""
+    upgrade = (
+        b"GET /v1/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\n"
+        b"Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nContent-Length: 0\r\n\r\n"
+    )
+    env = {"MNIST_MAX_CONCURRENT_REQUESTS": "1", "MNIST_MAX_WAITING_REQUESTS": "0"}
+    with live_server(tmp_path, env=env) as server:
+        for _ in range(3):
+            with raw_connection(server.url) as sock:
+                sock.sendall(upgrade)
+                status, _, body = read_raw_response(sock)
+            assert 400 <= status < 500 and status != 429, (status, body)
+        assert post_seven(server.url).status_code == 200  # the one slot is free
